@@ -1,0 +1,216 @@
+"""Typed, validated views of the sections of params.yaml.
+
+Each stage reads only its own sections. A missing, unknown (mistyped) or out-of-range key is a
+ParamError that names the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from nncompress.errors import ParamError
+
+ACTIVATIONS = ("sigmoid", "relu", "tanh")
+MNIST_TRAIN_SIZE = 60_000
+MNIST_TEST_SIZE = 10_000
+
+T = TypeVar("T")
+
+
+def _fail(key: str, expected: str, value: Any) -> typing.NoReturn:
+    raise ParamError(f"params.yaml: {key} must be {expected}, got {value!r}")
+
+
+def _check_type(key: str, tp: Any, value: Any) -> Any:
+    """Check `value` against a simple annotation; return it (ints are accepted as floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _check_type(key, inner, value)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            _fail(key, f"a list of {inner.__name__}", value)
+        return [_check_type(f"{key}[{i}]", inner, v) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(key, "true or false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, "an integer", value)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            _fail(key, "a number", value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(key, "a string", value)
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def parse_section(cls: type[T], name: str, data: Any) -> T:
+    """Build dataclass `cls` from `data`, refusing missing, unknown and mistyped keys."""
+    if not isinstance(data, dict):
+        _fail(name, "a mapping of keys to values", data)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ParamError(
+            f"params.yaml: unknown key {name}.{unknown[0]} (expected one of: {', '.join(fields)})"
+        )
+    values = {}
+    for field_name, field in fields.items():
+        key = f"{name}.{field_name}"
+        if field_name not in data:
+            if field.default is dataclasses.MISSING:
+                raise ParamError(f"params.yaml: missing key {key}")
+            continue
+        values[field_name] = _check_type(key, hints[field_name], data[field_name])
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(name)
+    return obj
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml as a plain dict."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamError(f"{path}: file not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ParamError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def section(params: dict[str, Any], cls: type[T], name: str) -> T:
+    """Parse section `name` of already-loaded params into `cls`."""
+    if name not in params:
+        raise ParamError(f"params.yaml: missing section {name}")
+    return parse_section(cls, name, params[name])
+
+
+def _positive(name: str, key: str, value: float) -> None:
+    if value <= 0:
+        _fail(f"{name}.{key}", "> 0", value)
+
+
+def _non_negative(name: str, key: str, value: float) -> None:
+    if value < 0:
+        _fail(f"{name}.{key}", ">= 0", value)
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadParams:
+    mirrors: list[str]
+    timeout: float = 30.0
+
+    def validate(self, name: str) -> None:
+        _positive(name, "timeout", self.timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitParams:
+    train_size: int
+    val_size: int
+    offset: int = 0
+    test_size: int = MNIST_TEST_SIZE
+    shuffle: bool = False
+    seed: int = 0
+
+    def validate(self, name: str) -> None:
+        _positive(name, "train_size", self.train_size)
+        _positive(name, "val_size", self.val_size)
+        _non_negative(name, "offset", self.offset)
+        end = self.offset + self.train_size + self.val_size
+        if end > MNIST_TRAIN_SIZE:
+            raise ParamError(
+                f"params.yaml: {name}.offset + train_size + val_size = {end} exceeds the "
+                f"{MNIST_TRAIN_SIZE} images of the MNIST training file"
+            )
+        if not 0 < self.test_size <= MNIST_TEST_SIZE:
+            _fail(f"{name}.test_size", f"in 1..{MNIST_TEST_SIZE}", self.test_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    hidden_size: int = 256
+    activation: str = "sigmoid"
+    dropout: float = 0.15
+
+    def validate(self, name: str) -> None:
+        _positive(name, "hidden_size", self.hidden_size)
+        if self.activation not in ACTIVATIONS:
+            _fail(f"{name}.activation", f"one of {', '.join(ACTIVATIONS)}", self.activation)
+        if not 0 <= self.dropout < 1:
+            _fail(f"{name}.dropout", "in [0, 1)", self.dropout)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 0.01
+    momentum: float = 0.9
+    shuffle: bool = False
+    seed: int = 0
+    log_every: int = 16
+
+    def validate(self, name: str) -> None:
+        _non_negative(name, "epochs", self.epochs)
+        _positive(name, "batch_size", self.batch_size)
+        _positive(name, "lr", self.lr)
+        if not 0 <= self.momentum < 1:
+            _fail(f"{name}.momentum", "in [0, 1)", self.momentum)
+        _positive(name, "log_every", self.log_every)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepParams:
+    rates: list[float]
+
+    def validate(self, name: str) -> None:
+        for i, rate in enumerate(self.rates):
+            if not 0 <= rate < 1:
+                _fail(f"{name}.rates[{i}]", "a compression rate in [0, 1)", rate)
+        if len(set(self.rates)) != len(self.rates):
+            _fail(f"{name}.rates", "a list without duplicates", self.rates)
+        if len([r for r in self.rates if r <= AUC_MAX_RATE]) < 2:
+            _fail(f"{name}.rates", f"at least two rates in [0, {AUC_MAX_RATE}] for the AUC", self.rates)
+
+
+AUC_MAX_RATE = 0.9  # the reference's AUC spans rates 0..0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomPruneParams:
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class MagnitudePruneParams:
+    finetune_epochs: int = 0
+    finetune_lr: float = 0.01
+
+    def validate(self, name: str) -> None:
+        _non_negative(name, "finetune_epochs", self.finetune_epochs)
+        _positive(name, "finetune_lr", self.finetune_lr)

@@ -1,0 +1,74 @@
+"""PNG pictures of the data, the training run and the sweeps (DVC renders the CSVs interactively)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from nncompress.fileio import atomic_path  # noqa: E402
+
+
+def _save(fig: Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def sample_grid(images: torch.Tensor, labels: torch.Tensor, path: Path, rows: int = 3, cols: int = 6) -> None:
+    """The first rows x cols images with their labels, as the reference showed them."""
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i].reshape(28, 28).numpy(), cmap="gray_r")
+            ax.set_title(str(int(labels[i])), fontsize=10)
+    fig.suptitle(f"First {rows * cols} training images")
+    _save(fig, path)
+
+
+def loss_curve(log: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(log["iteration"], log["loss"], color="tab:red")
+    ax.set(xlabel="iteration", ylabel="cross-entropy loss", title="Training loss")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def accuracy_curve(log: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(log["iteration"], log["train_accuracy"], label="train")
+    ax.plot(log["iteration"], log["val_accuracy"], label="validation")
+    ax.set(xlabel="iteration", ylabel="accuracy", title="Train / validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def accuracy_vs_rate(tables: Mapping[str, pd.DataFrame], aucs: Mapping[str, float], path: Path) -> None:
+    """Test accuracy against compression rate, one line per pruning method, AUC in the legend."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, table in tables.items():
+        ax.plot(
+            table["compression_rate"],
+            table["test_accuracy"],
+            marker="o",
+            label=f"{method} (AUC {aucs[method]:.3f})",
+        )
+    ax.set(
+        xlabel="compression rate (fraction of weights removed)",
+        ylabel="test accuracy",
+        title="Accuracy vs compression rate",
+        ylim=(0, 1),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    _save(fig, path)

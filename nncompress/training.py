@@ -1,0 +1,87 @@
+"""Minibatch SGD training with periodic accuracy logging, and accuracy evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from nncompress.data import Split
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, split: Split, batch_size: int = 8192) -> float:
+    """Fraction of correctly classified examples, in eval mode (no dropout)."""
+    images, labels = split
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(images[start : start + batch_size])
+        correct += (logits.argmax(dim=1) == labels[start : start + batch_size]).sum().item()
+    model.train(was_training)
+    return correct / len(images)
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    shuffle: bool = False,
+    seed: int = 0,
+    log_every: int = 0,
+    desc: str = "train",
+) -> list[dict[str, float]]:
+    """Train with cross-entropy and SGD; return the log of the run.
+
+    Every `log_every` iterations (and after the last one) a row records the mean training loss
+    since the previous row and the accuracy on the whole train and validation sets. Without
+    shuffling, batches follow file order, as in the reference. Pruning masks registered with
+    torch.nn.utils.prune stay applied, so pruned weights remain zero.
+    """
+    images, labels = train
+    n_batches = math.ceil(len(images) / batch_size)
+    total = epochs * n_batches
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(seed)
+    log: list[dict[str, float]] = []
+    loss_sum, loss_count, iteration = 0.0, 0, 0
+    model.train()
+    with tqdm(
+        total=total, desc=desc, unit="it", dynamic_ncols=True, mininterval=0.5, disable=total == 0
+    ) as bar:
+        for epoch in range(epochs):
+            order = torch.randperm(len(images), generator=generator) if shuffle else None
+            for b in range(n_batches):
+                idx = slice(b * batch_size, (b + 1) * batch_size)
+                if order is not None:
+                    idx = order[idx]
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(images[idx]), labels[idx])
+                loss.backward()
+                optimizer.step()
+                iteration += 1
+                loss_sum += loss.item()
+                loss_count += 1
+                if (log_every and iteration % log_every == 0) or iteration == total:
+                    row = {
+                        "iteration": iteration,
+                        "epoch": epoch + (b + 1) / n_batches,
+                        "loss": loss_sum / loss_count,
+                        "train_accuracy": accuracy(model, train),
+                        "val_accuracy": accuracy(model, val),
+                    }
+                    log.append(row)
+                    loss_sum, loss_count = 0.0, 0
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", val_acc=f"{row['val_accuracy']:.3f}")
+                bar.update()
+    model.eval()
+    return log

@@ -1,0 +1,20 @@
+"""Stage prune_random: at each rate, a fresh copy of the trained model loses that fraction of
+each layer's weights at random (seeded); no retraining."""
+
+from __future__ import annotations
+
+from nncompress import sweep_stage
+from nncompress.errors import run_cli
+from nncompress.params import RandomPruneParams, load_params, section
+from nncompress.pruning import random_prune
+
+
+def main() -> None:
+    args = sweep_stage.parse_args("random")
+    params = load_params(args.params)
+    own = section(params, RandomPruneParams, "prune_random")
+    sweep_stage.execute("random", args, params, random_prune, seed=own.seed)
+
+
+if __name__ == "__main__":
+    run_cli(main)

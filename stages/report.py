@@ -1,0 +1,33 @@
+"""Stage report: one PNG of test accuracy vs compression rate for every pruning method."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from nncompress import plots
+from nncompress.errors import DataError, run_cli
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("methods", nargs="+", help="methods whose plots/prune_<method>.csv to draw")
+    parser.add_argument("--out", type=Path, default=Path("plots/accuracy_vs_rate.png"))
+    args = parser.parse_args()
+    tables, aucs = {}, {}
+    for method in args.methods:
+        csv, metrics = Path(f"plots/prune_{method}.csv"), Path(f"metrics/prune_{method}.json")
+        try:
+            tables[method] = pd.read_csv(csv)
+            aucs[method] = json.loads(metrics.read_text())["auc"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"cannot read the {method} sweep results ({exc})") from None
+    plots.accuracy_vs_rate(tables, aucs, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
