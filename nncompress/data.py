@@ -66,6 +66,12 @@ def load_split(split_dir: Path, name: str) -> Split:
         images, labels = data["images"], data["labels"]
     except Exception as exc:  # torch raises many types for a bad file; all mean "unreadable"
         raise DataError(f"{path}: not a readable split file ({type(exc).__name__})") from None
-    if images.dtype != torch.uint8 or images.ndim != 3 or len(images) != len(labels):
+    if not (
+        isinstance(images, torch.Tensor)
+        and isinstance(labels, torch.Tensor)
+        and images.dtype == torch.uint8
+        and images.shape[1:] == (28, 28)
+        and labels.shape == (len(images),)
+    ):
         raise DataError(f"{path}: expected uint8 images (N, 28, 28) and N labels")
     return images.reshape(len(images), -1).float().div_(255.0), labels

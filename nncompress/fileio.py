@@ -35,8 +35,19 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
+def _rounded(value: Any, digits: int) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike[str], data: dict[str, Any], digits: int = 6) -> None:
+    """Write metrics as JSON, floats rounded to `digits` decimals so diffs stay readable."""
+    write_text(path, json.dumps(_rounded(data, digits), indent=2) + "\n")
 
 
 def write_csv(path: str | os.PathLike[str], table: Any) -> None:

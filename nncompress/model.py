@@ -61,6 +61,8 @@ def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
             f"unexpected {unexpected or 'nothing'}"
         )
     for key, tensor in expected.items():
+        if not isinstance(state[key], torch.Tensor):
+            raise CheckpointError(f"{path}: {key} is a {type(state[key]).__name__}, expected a tensor")
         if state[key].shape != tensor.shape:
             raise CheckpointError(
                 f"{path}: {key} has shape {list(state[key].shape)}, the model in params.yaml "

@@ -20,6 +20,7 @@ from nncompress.errors import ParamError
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
+AUC_MAX_RATE = 0.9  # the reference's AUC spans rates 0..0.9
 
 T = TypeVar("T")
 
@@ -66,7 +67,7 @@ def parse_section(cls: type[T], name: str, data: Any) -> T:
         _fail(name, "a mapping of keys to values", data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in set(data) - set(fields))  # YAML keys may be bools or ints
     if unknown:
         raise ParamError(
             f"params.yaml: unknown key {name}.{unknown[0]} (expected one of: {', '.join(fields)})"
@@ -93,6 +94,10 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamError(f"{path}: file not found (run from the project root)") from None
+    except UnicodeDecodeError:
+        raise ParamError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ParamError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -107,6 +112,11 @@ def section(params: dict[str, Any], cls: type[T], name: str) -> T:
     if name not in params:
         raise ParamError(f"params.yaml: missing section {name}")
     return parse_section(cls, name, params[name])
+
+
+def _seed(name: str, key: str, value: int) -> None:
+    if not 0 <= value < 2**32:  # numpy and torch both accept this range
+        _fail(f"{name}.{key}", "a seed in [0, 2**32)", value)
 
 
 def _positive(name: str, key: str, value: float) -> None:
@@ -149,6 +159,7 @@ class SplitParams:
             )
         if not 0 < self.test_size <= MNIST_TEST_SIZE:
             _fail(f"{name}.test_size", f"in 1..{MNIST_TEST_SIZE}", self.test_size)
+        _seed(name, "seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +193,7 @@ class TrainParams:
         if not 0 <= self.momentum < 1:
             _fail(f"{name}.momentum", "in [0, 1)", self.momentum)
         _positive(name, "log_every", self.log_every)
+        _seed(name, "seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,12 +210,12 @@ class SweepParams:
             _fail(f"{name}.rates", f"at least two rates in [0, {AUC_MAX_RATE}] for the AUC", self.rates)
 
 
-AUC_MAX_RATE = 0.9  # the reference's AUC spans rates 0..0.9
-
-
 @dataclasses.dataclass(frozen=True)
 class RandomPruneParams:
     seed: int = 0
+
+    def validate(self, name: str) -> None:
+        _seed(name, "seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,311 @@
+"""params.yaml parsing: valid values parse, every bad value is a one-line ParamError naming its key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nncompress.errors import ParamError
+from nncompress.params import (
+    DownloadParams,
+    MagnitudePruneParams,
+    ModelParams,
+    RandomPruneParams,
+    SplitParams,
+    SweepParams,
+    TrainParams,
+    load_params,
+    parse_section,
+    section,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = {
+    "download": DownloadParams,
+    "split": SplitParams,
+    "model": ModelParams,
+    "train": TrainParams,
+    "sweep": SweepParams,
+    "prune_random": RandomPruneParams,
+    "prune_magnitude": MagnitudePruneParams,
+}
+REFERENCE = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_value(name, key, value):
+    """The reference section `name` with `key` set to `value`."""
+    data = copy.deepcopy(REFERENCE[name])
+    data[key] = value
+    return data
+
+
+def param_error(name, data):
+    with pytest.raises(ParamError) as info:
+        parse_section(CLASSES[name], name, data)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# --- valid values -------------------------------------------------------------------------------
+
+
+def test_reference_params_file_parses_to_the_reference_values():
+    params = load_params(ROOT / "params.yaml")
+    assert section(params, DownloadParams, "download") == DownloadParams(
+        mirrors=["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+        timeout=30.0,
+    )
+    assert section(params, SplitParams, "split") == SplitParams(
+        train_size=4096, val_size=1024, offset=0, test_size=10000, shuffle=False, seed=0
+    )
+    assert section(params, ModelParams, "model") == ModelParams(
+        hidden_size=256, activation="sigmoid", dropout=0.15
+    )
+    assert section(params, TrainParams, "train") == TrainParams(
+        epochs=40, batch_size=32, lr=0.01, momentum=0.9, shuffle=False, seed=0, log_every=16
+    )
+    assert section(params, SweepParams, "sweep").rates == [i / 10 for i in range(10)]
+    assert section(params, RandomPruneParams, "prune_random") == RandomPruneParams(seed=0)
+    assert section(params, MagnitudePruneParams, "prune_magnitude") == MagnitudePruneParams(
+        finetune_epochs=0, finetune_lr=0.01
+    )
+
+
+def test_omitted_optional_keys_take_the_dataclass_defaults():
+    assert parse_section(TrainParams, "train", {}) == TrainParams()
+    assert parse_section(ModelParams, "model", {}) == ModelParams(256, "sigmoid", 0.15)
+    split = parse_section(SplitParams, "split", {"train_size": 10, "val_size": 5})
+    assert split == SplitParams(train_size=10, val_size=5, offset=0, test_size=10000, shuffle=False, seed=0)
+
+
+def test_integers_are_accepted_where_numbers_are_expected_and_become_floats():
+    train = parse_section(TrainParams, "train", with_value("train", "lr", 1))
+    assert train.lr == 1.0
+    assert type(train.lr) is float
+    rates = parse_section(SweepParams, "sweep", {"rates": [0, 0.5]}).rates
+    assert rates == [0.0, 0.5]
+    assert all(type(r) is float for r in rates)
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("train", "epochs", 0),
+        ("model", "dropout", 0.0),
+        ("model", "activation", "relu"),
+        ("model", "activation", "tanh"),
+        ("split", "test_size", 10000),
+        ("split", "test_size", 1),
+        ("split", "train_size", 60000 - 1024),  # offset + train + val == 60000 exactly
+        ("train", "momentum", 0.0),
+        ("sweep", "rates", [0.0, 0.9]),
+        ("sweep", "rates", [0.95, 0.0, 0.5]),  # rates above 0.9 allowed, two <= 0.9 for the AUC
+    ],
+)
+def test_boundary_values_are_accepted(name, key, value):
+    parsed = parse_section(CLASSES[name], name, with_value(name, key, value))
+    assert getattr(parsed, key) == value
+
+
+# --- missing, unknown and mistyped keys ---------------------------------------------------------
+
+
+def test_missing_required_key():
+    data = REFERENCE["split"].copy()
+    del data["train_size"]
+    assert param_error("split", data) == "params.yaml: missing key split.train_size"
+
+
+def test_missing_section():
+    params = copy.deepcopy(REFERENCE)
+    del params["train"]
+    with pytest.raises(ParamError, match=r"^params\.yaml: missing section train$"):
+        section(params, TrainParams, "train")
+
+
+def test_unknown_key_names_it_and_lists_the_valid_keys():
+    data = REFERENCE["train"].copy()
+    data["epoch"] = data.pop("epochs")
+    message = param_error("train", data)
+    assert message == (
+        "params.yaml: unknown key train.epoch "
+        "(expected one of: epochs, batch_size, lr, momentum, shuffle, seed, log_every)"
+    )
+
+
+@pytest.mark.parametrize("value", [None, [1, 2], "epochs: 3"])
+def test_section_that_is_not_a_mapping(value):
+    message = param_error("train", value)
+    assert message.startswith("params.yaml: train must be a mapping of keys to values, got ")
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value", "expected"),
+    [
+        ("train", "epochs", "40", "an integer, got '40'"),
+        ("train", "epochs", True, "an integer, got True"),
+        ("train", "epochs", 40.0, "an integer, got 40.0"),
+        ("train", "batch_size", None, "an integer, got None"),
+        ("train", "lr", "fast", "a number, got 'fast'"),
+        ("train", "lr", False, "a number, got False"),
+        ("train", "lr", float("nan"), "a number, got nan"),
+        ("train", "momentum", float("inf"), "a number, got inf"),
+        ("train", "shuffle", "yes", "true or false, got 'yes'"),
+        ("train", "shuffle", 1, "true or false, got 1"),
+        ("model", "activation", 3, "a string, got 3"),
+        ("split", "seed", 0.5, "an integer, got 0.5"),
+        ("download", "mirrors", "https://example.com/", "a list of str, got 'https://example.com/'"),
+        ("sweep", "rates", 0.5, "a list of float, got 0.5"),
+    ],
+)
+def test_wrong_type(name, key, value, expected):
+    assert param_error(name, with_value(name, key, value)) == f"params.yaml: {name}.{key} must be {expected}"
+
+
+def test_wrong_type_inside_a_list_names_the_element():
+    message = param_error("sweep", {"rates": [0.0, "0.5", 0.9]})
+    assert message == "params.yaml: sweep.rates[1] must be a number, got '0.5'"
+
+
+# --- out of range values ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value", "expected"),
+    [
+        ("train", "epochs", -1, ">= 0"),
+        ("train", "batch_size", 0, "> 0"),
+        ("train", "lr", 0.0, "> 0"),
+        ("train", "lr", -0.01, "> 0"),
+        ("train", "momentum", 1.0, "in [0, 1)"),
+        ("train", "log_every", 0, "> 0"),
+        ("model", "hidden_size", 0, "> 0"),
+        ("model", "dropout", 1.0, "in [0, 1)"),
+        ("model", "dropout", -0.1, "in [0, 1)"),
+        ("model", "activation", "swish", "one of sigmoid, relu, tanh"),
+        ("model", "activation", "Sigmoid", "one of sigmoid, relu, tanh"),
+        ("split", "train_size", 0, "> 0"),
+        ("split", "val_size", -5, "> 0"),
+        ("split", "offset", -1, ">= 0"),
+        ("split", "test_size", 0, "in 1..10000"),
+        ("split", "test_size", 10001, "in 1..10000"),
+        ("download", "timeout", 0.0, "> 0"),
+        ("prune_magnitude", "finetune_epochs", -1, ">= 0"),
+        ("prune_magnitude", "finetune_lr", 0.0, "> 0"),
+    ],
+)
+def test_out_of_range(name, key, value, expected):
+    message = param_error(name, with_value(name, key, value))
+    assert message == f"params.yaml: {name}.{key} must be {expected}, got {value!r}"
+
+
+@pytest.mark.parametrize(("index", "rate"), [(0, 1.0), (2, -0.1), (1, 1.5)])
+def test_rate_outside_zero_one(index, rate):
+    rates = [0.0, 0.5, 0.9]
+    rates[index] = rate
+    message = param_error("sweep", {"rates": rates})
+    assert message == f"params.yaml: sweep.rates[{index}] must be a compression rate in [0, 1), got {rate!r}"
+
+
+def test_duplicate_rates():
+    message = param_error("sweep", {"rates": [0.0, 0.5, 0.5, 0.9]})
+    assert message == "params.yaml: sweep.rates must be a list without duplicates, got [0.0, 0.5, 0.5, 0.9]"
+
+
+@pytest.mark.parametrize("rates", [[], [0.5], [0.0, 0.95, 0.99]])
+def test_fewer_than_two_rates_for_the_auc(rates):
+    message = param_error("sweep", {"rates": rates})
+    assert (
+        message
+        == f"params.yaml: sweep.rates must be at least two rates in [0, 0.9] for the AUC, got {rates!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "end"),
+    [({"train_size": 70000}, 71024), ({"offset": 55000}, 60120), ({"val_size": 55905}, 60001)],
+)
+def test_split_beyond_the_training_file(changes, end):
+    data = {**REFERENCE["split"], **changes}
+    message = param_error("split", data)
+    assert message == (
+        f"params.yaml: split.offset + train_size + val_size = {end} exceeds the 60000 images of the "
+        "MNIST training file"
+    )
+
+
+def test_negative_prune_random_seed_is_a_param_error():
+    message = param_error("prune_random", {"seed": -1})
+    assert "prune_random.seed" in message
+
+
+def test_negative_split_seed_is_a_param_error():
+    message = param_error("split", {**REFERENCE["split"], "shuffle": True, "seed": -1})
+    assert "split.seed" in message
+
+
+# --- the params file ----------------------------------------------------------------------------
+
+
+def test_load_params_round_trip(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("train:\n  epochs: 3\nmodel: {hidden_size: 8}\n")
+    assert load_params(path) == {"train": {"epochs": 3}, "model": {"hidden_size": 8}}
+    assert section(load_params(path), TrainParams, "train").epochs == 3
+
+
+def test_missing_params_file_names_the_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ParamError) as info:
+        load_params(path)
+    assert str(info.value) == f"{path}: file not found (run from the project root)"
+
+
+def test_invalid_yaml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 3\n  lr: [0.1\nmodel:\n  hidden_size: 8\n")
+    with pytest.raises(ParamError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not valid YAML at line ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "list"), ("", "NoneType"), ("42\n", "int")])
+def test_params_file_that_is_not_a_mapping(tmp_path, text, kind):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamError) as info:
+        load_params(path)
+    assert str(info.value) == f"{path}: expected a mapping of sections, got {kind}"
+
+
+def test_params_file_not_utf8_is_a_param_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("train:\n  epochs: 3\n", encoding="utf-16")
+    with pytest.raises(ParamError, match="p.yaml"):
+        load_params(path)
+
+
+def test_unknown_keys_of_mixed_types_are_a_param_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("train:\n  on: true\n  epoch: 3\n")
+    with pytest.raises(ParamError, match=r"unknown key train\."):
+        section(load_params(path), TrainParams, "train")
+
+
+def test_params_file_edit_reaches_the_error(tmp_path):
+    """From file to message: a copy of params.yaml with one bad value."""
+    params = copy.deepcopy(REFERENCE)
+    params["model"]["activation"] = "swish"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    loaded = load_params(path)
+    assert section(loaded, TrainParams, "train") == TrainParams()
+    with pytest.raises(ParamError) as info:
+        section(loaded, ModelParams, "model")
+    assert str(info.value) == "params.yaml: model.activation must be one of sigmoid, relu, tanh, got 'swish'"

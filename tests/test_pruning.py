@@ -1,0 +1,181 @@
+"""Layer-wise unstructured pruning: exact counts, the right weights, permanent masks, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils import prune
+
+from nncompress.model import MLP
+from nncompress.pruning import magnitude_prune, make_permanent, prunable, random_prune, sparsity
+from nncompress.training import fit
+
+RATES = (0.0, 0.1, 0.37, 0.5, 0.9, 0.99)
+METHODS = {"random": random_prune, "magnitude": magnitude_prune}
+SMALL_HIDDEN = 16  # fc1: 12544 weights, fc2: 160
+
+
+def make_model(hidden):
+    torch.manual_seed(0)
+    return MLP(hidden_size=hidden)
+
+
+def zeros(tensor):
+    return int((tensor == 0).sum())
+
+
+def test_prunable_layers_are_the_linear_layers():
+    model = MLP(hidden_size=4)
+    assert prunable(model) == [("fc1", model.fc1), ("fc2", model.fc2)]
+
+
+def test_known_counts_at_rate_037():
+    """round(0.37 * n) per layer, written out: 4641 of 12544 and 59 of 160."""
+    for prune_fn in METHODS.values():
+        model = make_model(SMALL_HIDDEN)
+        prune_fn(model, 0.37)
+        make_permanent(model)
+        assert zeros(model.fc1.weight) == 4641
+        assert zeros(model.fc2.weight) == 59
+
+
+@pytest.mark.parametrize("hidden", [SMALL_HIDDEN, 256])
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_each_layer_loses_round_rate_n_weights(method, rate, hidden):
+    model = make_model(hidden)
+    biases = {name: m.bias.detach().clone() for name, m in prunable(model)}
+    assert sparsity(model)["total"] == 0.0  # a fresh model has no exact zeros
+    METHODS[method](model, rate)
+
+    expected = {name: round(rate * m.weight.numel()) for name, m in prunable(model)}
+    measured = sparsity(model)
+    sizes = {name: m.weight.numel() for name, m in prunable(model)}
+    for name in sizes:
+        assert measured[name] == expected[name] / sizes[name]
+    assert measured["total"] == sum(expected.values()) / sum(sizes.values())
+    assert set(measured) == {"fc1", "fc2", "total"}
+
+    make_permanent(model)
+    for name, module in prunable(model):
+        assert zeros(module.weight) == expected[name]
+        assert torch.equal(module.bias, biases[name])  # biases never pruned
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.37, 0.5, 0.9])
+def test_magnitude_prune_removes_exactly_the_smallest_weights(rate):
+    torch.manual_seed(0)
+    model = MLP(hidden_size=SMALL_HIDDEN)
+    originals = {}
+    for name, module in prunable(model):
+        n = module.weight.numel()
+        # distinct magnitudes in random order and with random signs: no ties at the threshold
+        magnitudes = (torch.randperm(n).float() + 1) / n
+        signs = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+        with torch.no_grad():
+            module.weight.copy_((magnitudes * signs).reshape(module.weight.shape))
+        originals[name] = module.weight.detach().clone()
+    magnitude_prune(model, rate)
+    make_permanent(model)
+    for name, module in prunable(model):
+        w = originals[name]
+        k = round(rate * w.numel())
+        threshold = w.abs().flatten().sort().values[k - 1]  # the k-th smallest magnitude
+        removed = w.abs() <= threshold
+        assert int(removed.sum()) == k
+        assert torch.equal(module.weight == 0, removed)
+        assert torch.equal(module.weight[~removed], w[~removed])  # survivors keep their values
+
+
+def test_random_prune_keeps_surviving_values():
+    model = make_model(SMALL_HIDDEN)
+    before = model.fc1.weight.detach().clone()
+    random_prune(model, 0.5)
+    make_permanent(model)
+    kept = model.fc1.weight != 0
+    assert torch.equal(model.fc1.weight[kept], before[kept])
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_make_permanent_leaves_a_plain_model(method):
+    model = make_model(SMALL_HIDDEN)
+    METHODS[method](model, 0.5)
+    assert all(prune.is_pruned(m) for _, m in prunable(model))
+    assert "fc1.weight_orig" in model.state_dict()
+    make_permanent(model)
+    for _, module in prunable(model):
+        assert not prune.is_pruned(module)
+        assert not hasattr(module, "weight_orig")
+        assert not hasattr(module, "weight_mask")
+        assert len(module._forward_pre_hooks) == 0
+        assert isinstance(module.weight, torch.nn.Parameter)
+    assert set(model.state_dict()) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert set(model.state_dict()) == set(MLP(SMALL_HIDDEN).state_dict())
+    assert sparsity(model)["fc1"] == round(0.5 * 12544) / 12544
+
+
+def test_make_permanent_on_an_unpruned_model_is_a_no_op():
+    model = make_model(SMALL_HIDDEN)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    make_permanent(model)
+    after = model.state_dict()
+    assert set(after) == set(before)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def random_masks(seed, rate=0.5):
+    model = make_model(SMALL_HIDDEN)
+    torch.manual_seed(seed)
+    random_prune(model, rate)
+    return [m.weight_mask.clone() for _, m in prunable(model)]
+
+
+def test_random_prune_is_deterministic_for_a_seed():
+    first, again, other = random_masks(7), random_masks(7), random_masks(8)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], other[0])
+    assert not torch.equal(first[1], other[1])
+
+
+def test_magnitude_prune_ignores_the_rng():
+    masks = []
+    for seed in (1, 2):
+        model = make_model(SMALL_HIDDEN)
+        torch.manual_seed(seed)
+        magnitude_prune(model, 0.5)
+        masks.append(model.fc1.weight_mask.clone())
+    assert torch.equal(masks[0], masks[1])
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_fit_keeps_pruned_weights_at_zero(method):
+    model = make_model(SMALL_HIDDEN)
+    METHODS[method](model, 0.6)
+    masks = {name: m.weight_mask.clone() for name, m in prunable(model)}
+    before = {name: m.weight.detach().clone() for name, m in prunable(model)}
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(64, 784, generator=generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    log = fit(
+        model,
+        (images, labels),
+        (images[:16], labels[:16]),
+        epochs=2,
+        batch_size=16,
+        lr=0.5,
+        momentum=0.9,
+        shuffle=True,
+        seed=0,
+    )
+    assert len(log) == 1  # log_every=0: one row after the last iteration
+    assert log[0]["iteration"] == 8
+    for name, module in prunable(model):
+        pruned = masks[name] == 0
+        assert prune.is_pruned(module)  # masks still attached
+        assert torch.equal(module.weight_mask, masks[name])
+        assert torch.all(module.weight[pruned] == 0)
+        assert not torch.equal(module.weight[~pruned], before[name][~pruned])  # training did happen
+    make_permanent(model)
+    for name, module in prunable(model):
+        assert zeros(module.weight) == int((masks[name] == 0).sum())
+        assert torch.all(module.weight[masks[name] == 0] == 0)

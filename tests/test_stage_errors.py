@@ -1,0 +1,235 @@
+"""The stage scripts on bad input: exit 1 with one "error: ..." line, no traceback, outputs untouched.
+
+Each case runs a stage script as a subprocess in its own folder, with a copy of params.yaml that has
+one bad value (or a bad data file / checkpoint), and with every output option pointing at a file
+that already exists with known content. The subprocesses are slow to start (torch, torchvision,
+matplotlib), so all cases are run once per module, in parallel, and the tests inspect the results.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nncompress.data import save_splits
+from nncompress.model import MLP, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = yaml.safe_load((ROOT / "params.yaml").read_text())
+MNIST_NAMES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+# Every output option of each stage, pointed at files (or folders of files) that already exist.
+OUTPUTS = {
+    "train": {
+        "--model": "out/model.pt",
+        "--metrics": "out/train.json",
+        "--curve": "out/train_curve.csv",
+        "--loss-png": "out/loss.png",
+        "--accuracy-png": "out/accuracy.png",
+    },
+    "prune_random": {"--csv": "out/prune_random.csv", "--metrics": "out/prune_random.json"},
+    "prune_magnitude": {"--csv": "out/prune_magnitude.csv", "--metrics": "out/prune_magnitude.json"},
+    "split": {"--out": "out/split/", "--samples": "out/samples.png"},
+    "download": {"--out": "out/mnist/"},
+}
+OUTPUT_DIR_FILES = {"out/split/": ("train.pt", "val.pt", "test.pt"), "out/mnist/": MNIST_NAMES}
+
+
+def set_value(section, key, value):
+    def edit(params):
+        params[section][key] = value
+
+    return edit
+
+
+def rename_key(section, old, new):
+    def edit(params):
+        params[section][new] = params[section].pop(old)
+
+    return edit
+
+
+def garbage_mnist(case_dir):
+    data = case_dir / "in" / "mnist"
+    data.mkdir(parents=True)
+    for name in MNIST_NAMES:
+        (data / name).write_bytes(b"not the MNIST file " + name.encode())
+    return ["--data", "in/mnist"]
+
+
+def small_checkpoint(case_dir):
+    torch.manual_seed(0)
+    save_checkpoint(MLP(hidden_size=8), case_dir / "in" / "model.pt")
+    return ["--model", "in/model.pt", "--split-dir", "in/split"]
+
+
+def valid_model_and_splits(case_dir):
+    """A checkpoint matching params.yaml's model and tiny but valid splits."""
+    torch.manual_seed(0)
+    save_checkpoint(MLP(), case_dir / "in" / "model.pt")
+    g = torch.Generator().manual_seed(0)
+    splits = {
+        name: {
+            "images": torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8, generator=g),
+            "labels": torch.arange(4, dtype=torch.int64),
+        }
+        for name in ("train", "val", "test")
+    }
+    save_splits(splits, case_dir / "in" / "split")
+    return ["--model", "in/model.pt", "--split-dir", "in/split"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    script: str
+    expect: tuple[str, ...]  # what the error line must contain
+    edit: Callable[[dict], None] | None = None  # the change to the copy of params.yaml
+    prepare: Callable[[Path], list[str]] | None = None  # makes inputs; returns extra CLI arguments
+
+
+CASES = {
+    "train_negative_epochs": Case(
+        "train", ("params.yaml: train.epochs must be >= 0, got -1",), set_value("train", "epochs", -1)
+    ),
+    "train_unknown_activation": Case(
+        "train",
+        ("model.activation must be one of sigmoid, relu, tanh, got 'swish'",),
+        set_value("model", "activation", "swish"),
+    ),
+    "train_mistyped_key": Case(
+        "train",
+        ("unknown key train.epoch ", "expected one of: epochs, "),
+        rename_key("train", "epochs", "epoch"),
+    ),
+    "prune_random_rate_one": Case(
+        "prune_random",
+        ("sweep.rates[9] must be a compression rate in [0, 1), got 1.0",),
+        set_value("sweep", "rates", [i / 10 for i in range(9)] + [1.0]),
+    ),
+    "prune_magnitude_rate_one": Case(
+        "prune_magnitude",
+        ("sweep.rates[2] must be a compression rate in [0, 1), got 1.0",),
+        set_value("sweep", "rates", [0.0, 0.5, 1.0]),
+    ),
+    "split_train_size_too_large": Case(
+        "split",
+        ("split.offset + train_size + val_size = 71024 exceeds the 60000 images",),
+        set_value("split", "train_size", 70000),
+    ),
+    "download_zero_timeout": Case(
+        "download", ("download.timeout must be > 0, got 0.0",), set_value("download", "timeout", 0)
+    ),
+    "split_corrupted_data": Case(
+        "split",
+        (
+            "in/mnist/train-images-idx3-ubyte.gz: corrupted, MD5 ",
+            "expected f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        ),
+        prepare=garbage_mnist,
+    ),
+    "prune_random_checkpoint_mismatch": Case(
+        "prune_random",
+        ("in/model.pt: fc1.weight has shape [8, 784], the model in params.yaml expects [256, 784]",),
+        prepare=small_checkpoint,
+    ),
+    "prune_random_negative_seed": Case(
+        "prune_random",
+        ("params.yaml: prune_random.seed must be a seed in [0, 2**32), got -1",),
+        set_value("prune_random", "seed", -1),
+        prepare=valid_model_and_splits,
+    ),
+}
+
+
+def snapshot(folder):
+    """Every path under `folder` with its bytes (None for folders)."""
+    return {
+        p.relative_to(folder).as_posix(): (None if p.is_dir() else p.read_bytes()) for p in folder.rglob("*")
+    }
+
+
+def set_up(case_dir, case):
+    """Write the params and pre-existing outputs; return the command line."""
+    case_dir.mkdir(parents=True)
+    params = copy.deepcopy(REFERENCE)
+    if case.edit:
+        case.edit(params)
+    (case_dir / "bad_params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    args = [sys.executable, str(ROOT / "stages" / f"{case.script}.py"), "--params", "bad_params.yaml"]
+    for option, rel in OUTPUTS[case.script].items():
+        target = case_dir / rel
+        files = [target / name for name in OUTPUT_DIR_FILES[rel]] if rel.endswith("/") else [target]
+        for path in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"precious {path.name}, must survive\n".encode())
+        args += [option, rel.rstrip("/")]
+    if case.prepare:
+        args += case.prepare(case_dir)
+    return args
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """name -> (CompletedProcess, snapshot before, snapshot after), all cases run in parallel."""
+    base = tmp_path_factory.mktemp("stage_errors")
+    env = {k: v for k, v in os.environ.items() if k != "MNIST_MIRROR"}
+    runs = {}
+    for name, case in CASES.items():
+        case_dir = base / name
+        runs[name] = (case_dir, set_up(case_dir, case), snapshot(case_dir))
+
+    def run(name):
+        case_dir, args, _ = runs[name]
+        return subprocess.run(args, cwd=case_dir, env=env, capture_output=True, text=True, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        procs = dict(zip(CASES, pool.map(run, CASES), strict=True))
+    return {name: (procs[name], runs[name][2], snapshot(runs[name][0])) for name in CASES}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_one_line_error_naming_the_problem(results, name):
+    proc, _, _ = results[name]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert proc.stderr.endswith("\n")
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    for part in CASES[name].expect:
+        assert part in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_outputs_and_inputs_left_untouched(results, name):
+    _, before, after = results[name]
+    assert sorted(after) == sorted(before)  # nothing created (no temporary files), nothing removed
+    for path, content in before.items():
+        assert after[path] == content, path
+    outputs = [p for p in before if p.startswith("out/") and before[p] is not None]
+    assert outputs  # the case did point the stage at pre-existing outputs
+    assert all(before[p].startswith(b"precious ") for p in outputs)
+
+
+def test_param_errors_come_before_reading_inputs(results):
+    """The param-error cases had no data, split or checkpoint files: params are checked first."""
+    for name, case in CASES.items():
+        if case.prepare is None:
+            _, before, _ = results[name]
+            assert not any(p.startswith("in/") for p in before)
+            assert "missing" not in results[name][0].stderr
