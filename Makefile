@@ -1,0 +1,33 @@
+# Two entry points, each setting up its own environment first:
+#   make repro   create .venv, install requirements, run the whole DVC pipeline
+#   make test    create .venv, install requirements, lint and run the test suite
+# Offline? Point MNIST_MIRROR at a folder (or URL) holding the four official MNIST .gz files.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup repro test lint bench
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+repro: setup
+	dvc repro
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+test: lint
+	python -m pytest
+
+bench: setup
+	python benchmarks/repro_time.py

@@ -1,0 +1,91 @@
+"""Helpers for the end-to-end tests: a throwaway git + DVC repository holding the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a user's clone needs to run the pipeline (results and caches are left behind).
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "nncompress", ".dvcignore")
+
+# Small but real: a thousand MNIST images and two epochs, so the whole pipeline runs in seconds.
+SMALL_PARAMS: dict[str, dict[str, Any]] = {
+    "split": {"train_size": 1024, "val_size": 256, "test_size": 1000},
+    "train": {"epochs": 2, "lr": 0.05, "log_every": 8},
+    "sweep": {"rates": [0.0, 0.5, 0.9]},
+    "prune_magnitude": {"finetune_epochs": 1},
+}
+
+
+def env() -> dict[str, str]:
+    """The environment for DVC and the stages: this interpreter's venv first on PATH."""
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e.update(
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+        DVC_NO_ANALYTICS="1",
+    )
+    return e
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "dvc", *args], repo, check)
+
+
+def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run(["git", *args], repo)
+
+
+def set_params(repo: Path, overrides: dict[str, dict[str, Any]]) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(dest: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A fresh git + DVC repository with the project's code and params (plus `overrides`)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    git(dest, "init", "-q")
+    dvc(dest, "init", "-q")
+    dvc(dest, "config", "core.analytics", "false")
+    if overrides:
+        set_params(dest, overrides)
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "project")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def mnist_available() -> None:
+    """The e2e tests need real MNIST: from $MNIST_MIRROR, or the official mirrors when online."""
+    mirror = os.environ.get("MNIST_MIRROR", "")
+    if mirror and not mirror.startswith(("http:", "https:", "file:")) and not Path(mirror).is_dir():
+        pytest.fail(f"MNIST_MIRROR={mirror} is not a folder")

@@ -1,0 +1,147 @@
+"""End to end: the real pipeline on real MNIST, driven through DVC in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT, SMALL_PARAMS, dvc, git, make_repo, set_params
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mnist_available")]
+
+METRIC_FILES = ("train", "prune_random", "prune_magnitude")
+SWEEP_KEYS = {"auc", "auc_val", "acc_90", "finetune_epochs"}
+
+
+@pytest.fixture(scope="module")
+def small_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pipeline reproduced once with small params, results committed."""
+    repo = make_repo(tmp_path_factory.mktemp("small") / "repo", SMALL_PARAMS)
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "results")
+    return repo
+
+
+@pytest.fixture
+def clone(small_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the reproduced repository (git history and DVC cache included)."""
+    return Path(shutil.copytree(small_repo, tmp_path / "repo", symlinks=True))
+
+
+def read_metrics(repo: Path) -> dict[str, dict]:
+    return {name: json.loads((repo / f"metrics/{name}.json").read_text()) for name in METRIC_FILES}
+
+
+def test_repro_writes_every_output(small_repo: Path) -> None:
+    for name in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        assert (small_repo / "data/mnist" / name).is_file()
+    for name in ("train", "val", "test"):
+        assert (small_repo / f"data/split/{name}.pt").is_file()
+    assert (small_repo / "models/model.pt").is_file()
+    for png in ("samples", "loss", "accuracy", "accuracy_vs_rate"):
+        assert (small_repo / f"plots/{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    metrics = read_metrics(small_repo)
+    assert {"train_accuracy", "val_accuracy", "test_accuracy"} <= set(metrics["train"])
+    assert metrics["train"]["test_accuracy"] > 0.5  # 64 SGD steps get far above chance (0.1)
+    for method in ("random", "magnitude"):
+        assert set(metrics[f"prune_{method}"]) == SWEEP_KEYS
+        table = pd.read_csv(small_repo / f"plots/prune_{method}.csv")
+        assert list(table["compression_rate"]) == [0.0, 0.5, 0.9]
+        assert table["sparsity"].tolist() == pytest.approx([0.0, 0.5, 0.9], abs=1e-5)
+        assert {"val_accuracy", "test_accuracy"} <= set(table.columns)
+    assert metrics["prune_magnitude"]["finetune_epochs"] == 1
+
+    curve = pd.read_csv(small_repo / "plots/train_curve.csv")
+    assert list(curve.columns[:5]) == ["iteration", "epoch", "loss", "train_accuracy", "val_accuracy"]
+    assert curve["iteration"].iloc[-1] == 2 * 1024 // 32  # two epochs of batches of 32, last logged
+
+
+def test_metrics_show(small_repo: Path) -> None:
+    shown = json.loads(dvc(small_repo, "metrics", "show", "--json").stdout)
+    files = next(iter(shown.values()))["data"]
+    on_disk = read_metrics(small_repo)
+    for name in METRIC_FILES:
+        assert files[f"metrics/{name}.json"]["data"] == on_disk[name]
+
+
+def test_repro_with_nothing_changed_runs_nothing(small_repo: Path) -> None:
+    out = dvc(small_repo, "repro").stdout
+    assert "Running stage" not in out
+    assert "up to date" in dvc(small_repo, "status").stdout
+
+
+def test_plots_show(small_repo: Path, tmp_path: Path) -> None:
+    dvc(small_repo, "plots", "show", "-o", str(tmp_path / "html"))
+    html = (tmp_path / "html/index.html").read_text()
+    for title in ("Accuracy vs compression rate", "Training loss", "Train and validation accuracy"):
+        assert title in html
+    assert "accuracy_vs_rate.png" in html
+
+
+def test_param_change_shows_in_metrics_diff(clone: Path) -> None:
+    set_params(clone, {"train": {"epochs": 3}})
+    out = dvc(clone, "repro").stdout
+    assert "Running stage 'train'" in out
+    assert "Running stage 'download'" not in out and "Running stage 'split'" not in out
+
+    params = json.loads(dvc(clone, "params", "diff", "--json").stdout)
+    assert params["params.yaml"]["train.epochs"] == {"old": 2, "new": 3, "diff": 1}
+    diff = json.loads(dvc(clone, "metrics", "diff", "--json").stdout)
+    train_diff = diff["metrics/train.json"]
+    assert train_diff["iterations"] == {"old": 64, "new": 96, "diff": 32}
+    assert train_diff["test_accuracy"]["new"] != train_diff["test_accuracy"]["old"]
+    assert "metrics/prune_magnitude.json" in diff
+
+
+def test_same_params_and_seed_give_the_same_metrics(clone: Path) -> None:
+    before = read_metrics(clone)
+    curve_before = (clone / "plots/train_curve.csv").read_bytes()
+    dvc(clone, "repro", "--force", "--downstream", "train")
+    assert read_metrics(clone) == before
+    assert (clone / "plots/train_curve.csv").read_bytes() == curve_before
+
+
+def test_bad_param_fails_clearly_and_keeps_earlier_outputs(clone: Path) -> None:
+    kept = {p: (clone / p).read_bytes() for p in ("metrics/train.json", "models/model.pt")}
+    set_params(clone, {"train": {"epochs": -1}})
+    proc = dvc(clone, "repro", check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: params.yaml: train.epochs must be >= 0, got -1"]
+    assert "Traceback" not in proc.stderr
+    for path, content in kept.items():
+        assert (clone / path).read_bytes() == content, f"{path} was changed by a failed run"
+
+
+def test_experiment_run_and_show(clone: Path) -> None:
+    dvc(clone, "exp", "run", "-n", "seed1", "-S", "prune_random.seed=1")
+    shown = dvc(clone, "exp", "show", "--csv").stdout
+    assert "seed1" in shown
+    table = pd.read_csv(clone / "plots/prune_random.csv")
+    assert len(table) == 3
+
+
+# Committed results must be what the committed code and params produce. On the same kind of
+# machine the run is bit-identical; the tolerance (0.01 accuracy, i.e. 100 test images, and the
+# same on AUCs) only absorbs float differences between CPU instruction sets, which can steer 5,120
+# SGD steps apart slightly.
+TOLERANCE = 0.01
+
+
+def test_default_pipeline_reproduces_committed_metrics(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, "repro")
+    fresh, committed = read_metrics(repo), read_metrics(ROOT)
+    for name in METRIC_FILES:
+        assert fresh[name].keys() == committed[name].keys(), name
+        for key, value in committed[name].items():
+            if isinstance(value, float):
+                assert math.isclose(fresh[name][key], value, abs_tol=TOLERANCE), (name, key)
+            else:
+                assert fresh[name][key] == value, (name, key)
