@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from nncompress.errors import DataError
-from nncompress.fileio import atomic_path
+from nncompress.fileio import save_torch
 from nncompress.params import SplitParams
 
 SPLITS = ("train", "val", "test")
@@ -27,9 +27,7 @@ def make_splits(raw: dict[str, np.ndarray], params: SplitParams) -> dict[str, di
     if end > n_train_file:
         raise DataError(f"the training file has {n_train_file} images, the split needs {end}")
     if params.test_size > len(raw["test_images"]):
-        raise DataError(
-            f"the test file has {len(raw['test_images'])} images, split.test_size is {params.test_size}"
-        )
+        raise DataError(f"the test file has {len(raw['test_images'])} images, split.test_size is {params.test_size}")
     order = np.arange(n_train_file)
     if params.shuffle:
         order = np.random.default_rng(params.seed).permutation(n_train_file)
@@ -52,8 +50,7 @@ def make_splits(raw: dict[str, np.ndarray], params: SplitParams) -> dict[str, di
 def save_splits(splits: dict[str, dict[str, torch.Tensor]], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, tensors in splits.items():
-        with atomic_path(out_dir / f"{name}.pt") as tmp:
-            torch.save(tensors, tmp)
+        save_torch(out_dir / f"{name}.pt", tensors)
 
 
 def load_split(split_dir: Path, name: str) -> Split:

@@ -30,6 +30,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
+    """torch.save, atomically and byte-for-byte reproducibly.
+
+    Saving to a file object, not a path: torch names the archive's inner folder after the file it
+    is given, and a random temporary name would make identical tensors hash differently in DVC.
+    """
+    import torch  # here, so that modules which never save tensors do not pay for importing torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

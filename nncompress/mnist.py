@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import os
 import shutil
 import urllib.error
@@ -69,8 +70,8 @@ def download_file(name: str, md5: str, out_dir: Path, srcs: Sequence[str], timeo
             failures.append(f"{source} ({exc.reason})")
         except OSError as exc:
             failures.append(f"{source} ({exc.strerror or exc})")
-        except ValueError as exc:
-            failures.append(f"{source} ({exc})")
+        except (ValueError, http.client.HTTPException) as exc:  # bad MD5, bad URL, broken response
+            failures.append(f"{source} ({exc or type(exc).__name__})")
     tried = "; ".join(failures) if failures else "no sources configured"
     raise DataError(
         f"could not download {name}: tried {tried}. Set {MIRROR_ENV} to a folder or URL holding "

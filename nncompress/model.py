@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import CheckpointError
-from nncompress.fileio import atomic_path
+from nncompress.fileio import save_torch
 from nncompress.params import ModelParams
 
 IN_FEATURES = 28 * 28
@@ -36,8 +36,7 @@ def build_model(params: ModelParams) -> MLP:
 
 
 def save_checkpoint(model: nn.Module, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+    save_torch(path, model.state_dict())
 
 
 def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
@@ -47,9 +46,7 @@ def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated, foreign or hostile file: refuse it, whatever the cause
-        raise CheckpointError(
-            f"{path}: not a loadable weights-only checkpoint ({type(exc).__name__})"
-        ) from None
+        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state_dict, got {type(state).__name__}")
     expected = model.state_dict()
@@ -57,8 +54,7 @@ def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: does not match the model: missing {missing or 'nothing'}, "
-            f"unexpected {unexpected or 'nothing'}"
+            f"{path}: does not match the model: missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}"
         )
     for key, tensor in expected.items():
         if not isinstance(state[key], torch.Tensor):

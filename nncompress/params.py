@@ -6,6 +6,7 @@ ParamError that names the key and what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import types
@@ -20,6 +21,7 @@ from nncompress.errors import ParamError
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
+MAX_HIDDEN = 65_536  # far beyond anything useful for MNIST; refuses typos like 2560000
 AUC_MAX_RATE = 0.9  # the reference's AUC spans rates 0..0.9
 
 T = TypeVar("T")
@@ -51,6 +53,9 @@ def _check_type(key: str, tp: Any, value: Any) -> Any:
             _fail(key, "an integer", value)
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             _fail(key, "a number", value)
         return float(value)
@@ -66,19 +71,15 @@ def parse_section(cls: type[T], name: str, data: Any) -> T:
     if not isinstance(data, dict):
         _fail(name, "a mapping of keys to values", data)
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(str(k) for k in set(data) - set(fields))  # YAML keys may be bools or ints
     if unknown:
-        raise ParamError(
-            f"params.yaml: unknown key {name}.{unknown[0]} (expected one of: {', '.join(fields)})"
-        )
+        raise ParamError(f"params.yaml: unknown key {name}.{unknown[0]} (expected one of: {', '.join(fields)})")
     values = {}
-    for field_name, field in fields.items():
+    for field_name in fields:
         key = f"{name}.{field_name}"
         if field_name not in data:
-            if field.default is dataclasses.MISSING:
-                raise ParamError(f"params.yaml: missing key {key}")
-            continue
+            raise ParamError(f"params.yaml: missing key {key}")
         values[field_name] = _check_type(key, hints[field_name], data[field_name])
     obj = cls(**values)
     validate = getattr(obj, "validate", None)
@@ -132,7 +133,7 @@ def _non_negative(name: str, key: str, value: float) -> None:
 @dataclasses.dataclass(frozen=True)
 class DownloadParams:
     mirrors: list[str]
-    timeout: float = 30.0
+    timeout: float
 
     def validate(self, name: str) -> None:
         _positive(name, "timeout", self.timeout)
@@ -142,10 +143,10 @@ class DownloadParams:
 class SplitParams:
     train_size: int
     val_size: int
-    offset: int = 0
-    test_size: int = MNIST_TEST_SIZE
-    shuffle: bool = False
-    seed: int = 0
+    offset: int
+    test_size: int
+    shuffle: bool
+    seed: int
 
     def validate(self, name: str) -> None:
         _positive(name, "train_size", self.train_size)
@@ -164,12 +165,13 @@ class SplitParams:
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
-    hidden_size: int = 256
-    activation: str = "sigmoid"
-    dropout: float = 0.15
+    hidden_size: int
+    activation: str
+    dropout: float
 
     def validate(self, name: str) -> None:
-        _positive(name, "hidden_size", self.hidden_size)
+        if not 0 < self.hidden_size <= MAX_HIDDEN:
+            _fail(f"{name}.hidden_size", f"in 1..{MAX_HIDDEN}", self.hidden_size)
         if self.activation not in ACTIVATIONS:
             _fail(f"{name}.activation", f"one of {', '.join(ACTIVATIONS)}", self.activation)
         if not 0 <= self.dropout < 1:
@@ -178,13 +180,13 @@ class ModelParams:
 
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    shuffle: bool = False
-    seed: int = 0
-    log_every: int = 16
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    shuffle: bool
+    seed: int
+    log_every: int
 
     def validate(self, name: str) -> None:
         _non_negative(name, "epochs", self.epochs)
@@ -206,13 +208,13 @@ class SweepParams:
                 _fail(f"{name}.rates[{i}]", "a compression rate in [0, 1)", rate)
         if len(set(self.rates)) != len(self.rates):
             _fail(f"{name}.rates", "a list without duplicates", self.rates)
-        if len([r for r in self.rates if r <= AUC_MAX_RATE]) < 2:
-            _fail(f"{name}.rates", f"at least two rates in [0, {AUC_MAX_RATE}] for the AUC", self.rates)
+        if 0.0 not in self.rates or AUC_MAX_RATE not in self.rates:
+            _fail(f"{name}.rates", f"a list including 0.0 and {AUC_MAX_RATE}, the ends of the AUC", self.rates)
 
 
 @dataclasses.dataclass(frozen=True)
 class RandomPruneParams:
-    seed: int = 0
+    seed: int
 
     def validate(self, name: str) -> None:
         _seed(name, "seed", self.seed)
@@ -220,9 +222,25 @@ class RandomPruneParams:
 
 @dataclasses.dataclass(frozen=True)
 class MagnitudePruneParams:
-    finetune_epochs: int = 0
-    finetune_lr: float = 0.01
+    finetune_epochs: int
 
     def validate(self, name: str) -> None:
         _non_negative(name, "finetune_epochs", self.finetune_epochs)
-        _positive(name, "finetune_lr", self.finetune_lr)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneParams:
+    """The optimiser for retraining a pruned model (SGD with momentum, like training)."""
+
+    lr: float
+    batch_size: int
+    momentum: float
+    shuffle: bool
+    seed: int
+
+    def validate(self, name: str) -> None:
+        _positive(name, "lr", self.lr)
+        _positive(name, "batch_size", self.batch_size)
+        if not 0 <= self.momentum < 1:
+            _fail(f"{name}.momentum", "in [0, 1)", self.momentum)
+        _seed(name, "seed", self.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -38,13 +39,15 @@ def fit(
     seed: int = 0,
     log_every: int = 0,
     desc: str = "train",
+    before_step: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train with cross-entropy and SGD; return the log of the run.
 
     Every `log_every` iterations (and after the last one) a row records the mean training loss
     since the previous row and the accuracy on the whole train and validation sets. Without
     shuffling, batches follow file order, as in the reference. Pruning masks registered with
-    torch.nn.utils.prune stay applied, so pruned weights remain zero.
+    torch.nn.utils.prune stay applied, so pruned weights remain zero. `before_step(i)` runs before
+    iteration i (0-based), e.g. to prune gradually.
     """
     images, labels = train
     n_batches = math.ceil(len(images) / batch_size)
@@ -55,15 +58,15 @@ def fit(
     log: list[dict[str, float]] = []
     loss_sum, loss_count, iteration = 0.0, 0, 0
     model.train()
-    with tqdm(
-        total=total, desc=desc, unit="it", dynamic_ncols=True, mininterval=0.5, disable=total == 0
-    ) as bar:
+    with tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, mininterval=0.5, disable=total == 0) as bar:
         for epoch in range(epochs):
             order = torch.randperm(len(images), generator=generator) if shuffle else None
             for b in range(n_batches):
                 idx = slice(b * batch_size, (b + 1) * batch_size)
                 if order is not None:
                     idx = order[idx]
+                if before_step is not None:
+                    before_step(iteration)
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(images[idx]), labels[idx])
                 loss.backward()

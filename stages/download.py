@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from nncompress import mnist
-from nncompress.errors import run_cli
+from nncompress.cli import run_stage
 from nncompress.params import DownloadParams, load_params, section
 
 
@@ -24,4 +24,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main)

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from torch import nn
 
 from nncompress import sweep_stage
+from nncompress.cli import run_stage
 from nncompress.data import Split
-from nncompress.errors import run_cli
-from nncompress.params import MagnitudePruneParams, TrainParams, load_params, section
+from nncompress.params import FinetuneParams, MagnitudePruneParams, load_params, section
 from nncompress.pruning import magnitude_prune
 from nncompress.training import fit
 
@@ -19,7 +19,7 @@ def main() -> None:
     args = sweep_stage.parse_args("magnitude")
     params = load_params(args.params)
     own = section(params, MagnitudePruneParams, "prune_magnitude")
-    train_params = section(params, TrainParams, "train")  # batch size, momentum, shuffling
+    opt = section(params, FinetuneParams, "finetune")
 
     def make_finetune(train: Split, val: Split) -> Callable[[nn.Module], None]:
         def finetune(model: nn.Module) -> None:
@@ -28,11 +28,11 @@ def main() -> None:
                 train,
                 val,
                 epochs=own.finetune_epochs,
-                batch_size=train_params.batch_size,
-                lr=own.finetune_lr,
-                momentum=train_params.momentum,
-                shuffle=train_params.shuffle,
-                seed=train_params.seed,
+                batch_size=opt.batch_size,
+                lr=opt.lr,
+                momentum=opt.momentum,
+                shuffle=opt.shuffle,
+                seed=opt.seed,
                 desc="fine-tune",
             )
 
@@ -49,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main)

@@ -4,7 +4,7 @@ each layer's weights at random (seeded); no retraining."""
 from __future__ import annotations
 
 from nncompress import sweep_stage
-from nncompress.errors import run_cli
+from nncompress.cli import run_stage
 from nncompress.params import RandomPruneParams, load_params, section
 from nncompress.pruning import random_prune
 
@@ -17,4 +17,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from nncompress import plots
-from nncompress.errors import DataError, run_cli
+from nncompress.cli import run_stage
+from nncompress.errors import DataError
 
 
 def main() -> None:
@@ -22,12 +23,15 @@ def main() -> None:
         csv, metrics = Path(f"plots/prune_{method}.csv"), Path(f"metrics/prune_{method}.json")
         try:
             tables[method] = pd.read_csv(csv)
-            aucs[method] = json.loads(metrics.read_text())["auc"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"cannot read the {method} sweep results ({exc})") from None
+            aucs[method] = float(json.loads(metrics.read_text())["auc"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"cannot read the {method} sweep results ({type(exc).__name__}: {exc})") from None
+        missing = {"compression_rate", "test_accuracy"} - set(tables[method].columns)
+        if missing:
+            raise DataError(f"{csv}: missing columns {sorted(missing)}")
     plots.accuracy_vs_rate(tables, aucs, args.out)
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main)

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from nncompress import mnist, plots
+from nncompress.cli import run_stage
 from nncompress.data import make_splits, save_splits
-from nncompress.errors import run_cli
 from nncompress.params import SplitParams, load_params, section
 
 
@@ -28,4 +28,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main)

@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 
 from nncompress import plots
+from nncompress.cli import run_stage
 from nncompress.data import load_split
-from nncompress.errors import run_cli
 from nncompress.fileio import write_csv, write_json
 from nncompress.model import build_model, save_checkpoint
 from nncompress.params import ModelParams, TrainParams, load_params, section
@@ -69,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_stage(main)

@@ -31,7 +31,7 @@ def ids(split):
 
 
 def params(**kwargs):
-    values = {"train_size": 40, "val_size": 20, "offset": 10, "test_size": 15}
+    values = {"train_size": 40, "val_size": 20, "offset": 10, "test_size": 15, "shuffle": False, "seed": 0}
     values.update(kwargs)
     return SplitParams(**values)
 

@@ -59,3 +59,22 @@ def test_outputs_survive_a_failed_run(name: str) -> None:
     """persist: DVC must not delete the last good outputs before running a stage that may fail."""
     for out in STAGES[name].get("outs", []) + STAGES[name].get("metrics", []):
         assert isinstance(out, dict) and next(iter(out.values())).get("persist") is True, out
+
+
+def _sections_read(script: str) -> set[str]:
+    """Names of the params.yaml sections read with section(params, Cls, "name") by the script."""
+    names = set()
+    for path in [script, *_transitive_imports(script)]:
+        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "section":
+                name = node.args[2]
+                assert isinstance(name, ast.Constant), f"{path}: section name must be a literal"
+                names.add(name.value)
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_declares_exactly_the_params_it_reads(name: str) -> None:
+    stage = STAGES[name]
+    declared = {p.split(".")[0] for p in stage.get("params", [])}
+    assert declared == _sections_read(stage["cmd"].split()[1])

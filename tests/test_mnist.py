@@ -327,9 +327,7 @@ def test_verify_missing_file(tmp_path, fake_files):
     folder_with(tmp_path, {"a.gz": fake_files["a.gz"]})
     with pytest.raises(DataError) as info:
         mnist.verify(tmp_path)
-    assert (
-        str(info.value) == f"{tmp_path / 'b.gz'}: missing (run the download stage first: dvc repro download)"
-    )
+    assert str(info.value) == f"{tmp_path / 'b.gz'}: missing (run the download stage first: dvc repro download)"
 
 
 def test_verify_corrupted_file(tmp_path, fake_files):

@@ -30,11 +30,11 @@ def test_default_mlp_has_the_reference_parameter_count():
     assert n_params(model) == 203_530  # 784*256 + 256 + 256*10 + 10
     assert model.fc1.weight.shape == (256, 784)
     assert model.fc2.weight.shape == (10, 256)
-    assert n_params(build_model(ModelParams())) == 203_530
+    assert n_params(build_model(ModelParams(256, "sigmoid", 0.15))) == 203_530
 
 
 def test_hidden_size_is_honoured():
-    model = build_model(ModelParams(hidden_size=16))
+    model = build_model(ModelParams(hidden_size=16, activation="sigmoid", dropout=0.15))
     assert n_params(model) == 784 * 16 + 16 + 16 * 10 + 10
 
 
@@ -70,7 +70,7 @@ def test_activations_give_different_outputs():
 
 
 def test_dropout_is_honoured():
-    model = build_model(ModelParams(hidden_size=8, dropout=0.3))
+    model = build_model(ModelParams(hidden_size=8, activation="sigmoid", dropout=0.3))
     assert type(model.dropout) is nn.Dropout
     assert model.dropout.p == 0.3
     assert MLP().dropout.p == 0.15
@@ -166,9 +166,7 @@ def test_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
     path = tmp_path / "model.pt"
     save_checkpoint(MLP(hidden_size=128), path)
     message = checkpoint_error(MLP(hidden_size=256), path)
-    assert message == (
-        f"{path}: fc1.weight has shape [128, 784], the model in params.yaml expects [256, 784]"
-    )
+    assert message == (f"{path}: fc1.weight has shape [128, 784], the model in params.yaml expects [256, 784]")
 
 
 def test_missing_and_unexpected_keys(tmp_path):

@@ -11,6 +11,7 @@ import yaml
 from nncompress.errors import ParamError
 from nncompress.params import (
     DownloadParams,
+    FinetuneParams,
     MagnitudePruneParams,
     ModelParams,
     RandomPruneParams,
@@ -31,6 +32,7 @@ CLASSES = {
     "sweep": SweepParams,
     "prune_random": RandomPruneParams,
     "prune_magnitude": MagnitudePruneParams,
+    "finetune": FinetuneParams,
 }
 REFERENCE = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -62,32 +64,39 @@ def test_reference_params_file_parses_to_the_reference_values():
     assert section(params, SplitParams, "split") == SplitParams(
         train_size=4096, val_size=1024, offset=0, test_size=10000, shuffle=False, seed=0
     )
-    assert section(params, ModelParams, "model") == ModelParams(
-        hidden_size=256, activation="sigmoid", dropout=0.15
-    )
+    assert section(params, ModelParams, "model") == ModelParams(hidden_size=256, activation="sigmoid", dropout=0.15)
     assert section(params, TrainParams, "train") == TrainParams(
         epochs=40, batch_size=32, lr=0.01, momentum=0.9, shuffle=False, seed=0, log_every=16
     )
     assert section(params, SweepParams, "sweep").rates == [i / 10 for i in range(10)]
     assert section(params, RandomPruneParams, "prune_random") == RandomPruneParams(seed=0)
-    assert section(params, MagnitudePruneParams, "prune_magnitude") == MagnitudePruneParams(
-        finetune_epochs=0, finetune_lr=0.01
+    assert section(params, MagnitudePruneParams, "prune_magnitude") == MagnitudePruneParams(finetune_epochs=0)
+    assert section(params, FinetuneParams, "finetune") == FinetuneParams(
+        lr=0.01, batch_size=32, momentum=0.9, shuffle=False, seed=0
     )
 
 
-def test_omitted_optional_keys_take_the_dataclass_defaults():
-    assert parse_section(TrainParams, "train", {}) == TrainParams()
-    assert parse_section(ModelParams, "model", {}) == ModelParams(256, "sigmoid", 0.15)
-    split = parse_section(SplitParams, "split", {"train_size": 10, "val_size": 5})
-    assert split == SplitParams(train_size=10, val_size=5, offset=0, test_size=10000, shuffle=False, seed=0)
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_every_key_is_required(name):
+    """No hidden defaults: params.yaml holds every knob, and a deleted key is an error."""
+    if name not in CLASSES:
+        pytest.skip(f"{name} is not parsed by a dataclass")
+    for key in REFERENCE[name]:
+        data = {k: v for k, v in REFERENCE[name].items() if k != key}
+        assert param_error(name, data) == f"params.yaml: missing key {name}.{key}"
+
+
+def test_numbers_written_without_a_dot_are_numbers():
+    """PyYAML reads 1e-3 as a string; it is still the number 0.001."""
+    assert parse_section(TrainParams, "train", with_value("train", "lr", "1e-3")).lr == 0.001
 
 
 def test_integers_are_accepted_where_numbers_are_expected_and_become_floats():
     train = parse_section(TrainParams, "train", with_value("train", "lr", 1))
     assert train.lr == 1.0
     assert type(train.lr) is float
-    rates = parse_section(SweepParams, "sweep", {"rates": [0, 0.5]}).rates
-    assert rates == [0.0, 0.5]
+    rates = parse_section(SweepParams, "sweep", {"rates": [0, 0.5, 0.9]}).rates
+    assert rates == [0.0, 0.5, 0.9]
     assert all(type(r) is float for r in rates)
 
 
@@ -103,7 +112,7 @@ def test_integers_are_accepted_where_numbers_are_expected_and_become_floats():
         ("split", "train_size", 60000 - 1024),  # offset + train + val == 60000 exactly
         ("train", "momentum", 0.0),
         ("sweep", "rates", [0.0, 0.9]),
-        ("sweep", "rates", [0.95, 0.0, 0.5]),  # rates above 0.9 allowed, two <= 0.9 for the AUC
+        ("sweep", "rates", [0.95, 0.0, 0.9]),  # rates above 0.9 allowed; 0 and 0.9 bound the AUC
     ],
 )
 def test_boundary_values_are_accepted(name, key, value):
@@ -167,8 +176,8 @@ def test_wrong_type(name, key, value, expected):
 
 
 def test_wrong_type_inside_a_list_names_the_element():
-    message = param_error("sweep", {"rates": [0.0, "0.5", 0.9]})
-    assert message == "params.yaml: sweep.rates[1] must be a number, got '0.5'"
+    message = param_error("sweep", {"rates": [0.0, "half", 0.9]})
+    assert message == "params.yaml: sweep.rates[1] must be a number, got 'half'"
 
 
 # --- out of range values ------------------------------------------------------------------------
@@ -183,7 +192,8 @@ def test_wrong_type_inside_a_list_names_the_element():
         ("train", "lr", -0.01, "> 0"),
         ("train", "momentum", 1.0, "in [0, 1)"),
         ("train", "log_every", 0, "> 0"),
-        ("model", "hidden_size", 0, "> 0"),
+        ("model", "hidden_size", 0, "in 1..65536"),
+        ("model", "hidden_size", 65537, "in 1..65536"),
         ("model", "dropout", 1.0, "in [0, 1)"),
         ("model", "dropout", -0.1, "in [0, 1)"),
         ("model", "activation", "swish", "one of sigmoid, relu, tanh"),
@@ -195,7 +205,9 @@ def test_wrong_type_inside_a_list_names_the_element():
         ("split", "test_size", 10001, "in 1..10000"),
         ("download", "timeout", 0.0, "> 0"),
         ("prune_magnitude", "finetune_epochs", -1, ">= 0"),
-        ("prune_magnitude", "finetune_lr", 0.0, "> 0"),
+        ("finetune", "lr", 0.0, "> 0"),
+        ("finetune", "batch_size", 0, "> 0"),
+        ("finetune", "momentum", 1.0, "in [0, 1)"),
     ],
 )
 def test_out_of_range(name, key, value, expected):
@@ -216,12 +228,11 @@ def test_duplicate_rates():
     assert message == "params.yaml: sweep.rates must be a list without duplicates, got [0.0, 0.5, 0.5, 0.9]"
 
 
-@pytest.mark.parametrize("rates", [[], [0.5], [0.0, 0.95, 0.99]])
-def test_fewer_than_two_rates_for_the_auc(rates):
+@pytest.mark.parametrize("rates", [[], [0.5], [0.0, 0.95, 0.99], [0.5, 0.6], [0.1, 0.9]])
+def test_rates_must_span_the_auc(rates):
     message = param_error("sweep", {"rates": rates})
     assert (
-        message
-        == f"params.yaml: sweep.rates must be at least two rates in [0, 0.9] for the AUC, got {rates!r}"
+        message == f"params.yaml: sweep.rates must be a list including 0.0 and 0.9, the ends of the AUC, got {rates!r}"
     )
 
 
@@ -233,8 +244,7 @@ def test_split_beyond_the_training_file(changes, end):
     data = {**REFERENCE["split"], **changes}
     message = param_error("split", data)
     assert message == (
-        f"params.yaml: split.offset + train_size + val_size = {end} exceeds the 60000 images of the "
-        "MNIST training file"
+        f"params.yaml: split.offset + train_size + val_size = {end} exceeds the 60000 images of the MNIST training file"
     )
 
 
@@ -253,8 +263,8 @@ def test_negative_split_seed_is_a_param_error():
 
 def test_load_params_round_trip(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text("train:\n  epochs: 3\nmodel: {hidden_size: 8}\n")
-    assert load_params(path) == {"train": {"epochs": 3}, "model": {"hidden_size": 8}}
+    path.write_text(yaml.safe_dump({"train": {**REFERENCE["train"], "epochs": 3}, "model": {"hidden_size": 8}}))
+    assert load_params(path)["model"] == {"hidden_size": 8}
     assert section(load_params(path), TrainParams, "train").epochs == 3
 
 
@@ -305,7 +315,7 @@ def test_params_file_edit_reaches_the_error(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     loaded = load_params(path)
-    assert section(loaded, TrainParams, "train") == TrainParams()
+    assert section(loaded, TrainParams, "train").epochs == 40
     with pytest.raises(ParamError) as info:
         section(loaded, ModelParams, "model")
     assert str(info.value) == "params.yaml: model.activation must be one of sigmoid, relu, tanh, got 'swish'"

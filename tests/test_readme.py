@@ -25,9 +25,7 @@ def test_quotes_the_committed_dense_accuracies() -> None:
 @pytest.mark.parametrize("method", ["random", "magnitude"])
 def test_quotes_the_committed_aucs(method: str) -> None:
     summary = json.loads((ROOT / f"metrics/prune_{method}.json").read_text())
-    row = (
-        f"| {method} pruning | {fmt(summary['auc'])} | {fmt(summary['auc_val'])} | {fmt(summary['acc_90'])} |"
-    )
+    row = f"| {method} pruning | {fmt(summary['auc'])} | {fmt(summary['auc_val'])} | {fmt(summary['acc_90'])} |"
     assert row in README
 
 

@@ -158,9 +158,7 @@ CASES = {
 
 def snapshot(folder):
     """Every path under `folder` with its bytes (None for folders)."""
-    return {
-        p.relative_to(folder).as_posix(): (None if p.is_dir() else p.read_bytes()) for p in folder.rglob("*")
-    }
+    return {p.relative_to(folder).as_posix(): (None if p.is_dir() else p.read_bytes()) for p in folder.rglob("*")}
 
 
 def set_up(case_dir, case):
