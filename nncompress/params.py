@@ -19,6 +19,7 @@ import yaml
 from nncompress.errors import ParamError
 
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
+SCOPES = ("layer", "global")  # magnitude pruning per layer, or with one threshold across layers
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
 MAX_HIDDEN = 65_536  # far beyond anything useful for MNIST; refuses typos like 2560000
@@ -212,12 +213,40 @@ class SweepParams:
             _fail(f"{name}.rates", f"a list including 0.0 and {AUC_MAX_RATE}, the ends of the AUC", self.rates)
 
 
+def _seeds(name: str, seeds: list[int]) -> None:
+    if not seeds or len(set(seeds)) != len(seeds):
+        _fail(f"{name}.seeds", "a non-empty list of distinct seeds", seeds)
+    for i, seed in enumerate(seeds):
+        _seed(name, f"seeds[{i}]", seed)
+
+
 @dataclasses.dataclass(frozen=True)
-class RandomPruneParams:
-    seed: int
+class SeedsParams:
+    """A method whose only knob is the seeds it is repeated over (mean and spread reported)."""
+
+    seeds: list[int]
 
     def validate(self, name: str) -> None:
-        _seed(name, "seed", self.seed)
+        _seeds(name, self.seeds)
+
+
+RandomPruneParams = SeedsParams
+
+
+@dataclasses.dataclass(frozen=True)
+class GradualPruneParams:
+    seeds: list[int]
+    steps: int
+    ramp: float
+    scope: str
+
+    def validate(self, name: str) -> None:
+        _seeds(name, self.seeds)
+        _positive(name, "steps", self.steps)
+        if not 0 < self.ramp <= 1:
+            _fail(f"{name}.ramp", "a fraction of the fine-tuning budget in (0, 1]", self.ramp)
+        if self.scope not in SCOPES:
+            _fail(f"{name}.scope", f"one of {', '.join(SCOPES)}", self.scope)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,17 +259,17 @@ class MagnitudePruneParams:
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneParams:
-    """The optimiser for retraining a pruned model (SGD with momentum, like training)."""
+    """Retraining after pruning: the budget every retraining method gets, and its SGD optimiser."""
 
+    epochs: int
     lr: float
     batch_size: int
     momentum: float
     shuffle: bool
-    seed: int
 
     def validate(self, name: str) -> None:
+        _non_negative(name, "epochs", self.epochs)
         _positive(name, "lr", self.lr)
         _positive(name, "batch_size", self.batch_size)
         if not 0 <= self.momentum < 1:
             _fail(f"{name}.momentum", "in [0, 1)", self.momentum)
-        _seed(name, "seed", self.seed)

@@ -53,22 +53,32 @@ def accuracy_curve(log: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def accuracy_vs_rate(tables: Mapping[str, pd.DataFrame], aucs: Mapping[str, float], path: Path) -> None:
-    """Test accuracy against compression rate, one line per pruning method, AUC in the legend."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+def accuracy_vs_rate(
+    tables: Mapping[str, pd.DataFrame],
+    aucs: Mapping[str, float],
+    path: Path,
+    references: Mapping[str, float] | None = None,
+) -> None:
+    """Test accuracy of every method against compression rate (left) and against the fraction of
+    weights kept on a log scale (right), where 90-99% sparsity is legible. Shaded bands are +-1 std
+    over seeds; dashed lines are reference accuracies such as the dense model's."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for method, table in tables.items():
-        ax.plot(
-            table["compression_rate"],
-            table["test_accuracy"],
-            marker="o",
-            label=f"{method} (AUC {aucs[method]:.3f})",
-        )
-    ax.set(
-        xlabel="compression rate (fraction of weights removed)",
-        ylabel="test accuracy",
-        title="Accuracy vs compression rate",
-        ylim=(0, 1),
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+        kept = 1 - table["compression_rate"]
+        mean, std = table["test_accuracy"], table.get("test_accuracy_std")
+        for ax, x in ((left, table["compression_rate"]), (right, kept)):
+            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=f"{method} (AUC {aucs[method]:.3f})")
+            if std is not None and (std > 0).any():
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    for (name, value), style in zip((references or {}).items(), ("--", ":", "-."), strict=False):
+        for ax in (left, right):
+            ax.axhline(value, linestyle=style, linewidth=1, color="gray", label=f"{name} ({value:.3f})")
+    left.set(xlabel="compression rate (fraction of weights removed)", ylabel="test accuracy", ylim=(0, 1))
+    right.set(xlabel="fraction of weights kept (log scale)", ylabel="test accuracy", xscale="log")
+    right.invert_xaxis()
+    right.set_ylim(0.5, max(0.95, *(references or {}).values(), *(t["test_accuracy"].max() for t in tables.values())))
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+    left.legend(loc="lower left", fontsize=8)
+    fig.suptitle("Test accuracy vs compression")
     _save(fig, path)

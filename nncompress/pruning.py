@@ -50,3 +50,9 @@ def sparsity(model: nn.Module) -> dict[str, float]:
         total += w.numel()
     result["total"] = zeros / total
     return result
+
+
+def global_magnitude_prune(model: nn.Module, rate: float) -> None:
+    """Global magnitude pruning: one threshold over all layers' |w|, so layers lose different fractions."""
+    params = [(module, "weight") for _, module in prunable(model)]
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=rate)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -12,8 +13,7 @@ from nncompress import model as model_lib
 from nncompress.data import Split, load_split
 from nncompress.fileio import write_csv, write_json
 from nncompress.params import ModelParams, SweepParams, section
-from nncompress.pruning import PruneFn
-from nncompress.sweep import format_table, run_sweep, summarize
+from nncompress.sweep import Method, aggregate, format_table, run_sweep, summarize
 
 
 def parse_args(method: str) -> argparse.Namespace:
@@ -29,14 +29,16 @@ def parse_args(method: str) -> argparse.Namespace:
 def execute(
     method: str,
     args: argparse.Namespace,
-    params: dict,
-    prune_fn: PruneFn,
+    params: dict[str, Any],
+    build: Callable[[Split, Split], Method],
     *,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     finetune_epochs: int = 0,
-    make_finetune: Callable[[Split, Split], Callable[[nn.Module], None]] | None = None,
 ) -> None:
-    """Validate everything first, then sweep and write the CSV and JSON (atomically)."""
+    """Validate everything first, then sweep and write the CSV and JSON (atomically).
+
+    `build(train, val)` returns the method; `finetune_epochs` is the budget it spends per rate.
+    """
     model_params = section(params, ModelParams, "model")
     rates = section(params, SweepParams, "sweep").rates
     trained = model_lib.load_checkpoint(model_lib.build_model(model_params), args.model)
@@ -48,9 +50,8 @@ def execute(
         model.load_state_dict(state)
         return model
 
-    finetune = make_finetune(train, val) if make_finetune and finetune_epochs > 0 else None
-    table = run_sweep(rates, fresh_copy, prune_fn, val, test, seed=seed, finetune=finetune, desc=method)
-    summary = summarize(table, finetune_epochs)
+    runs = run_sweep(rates, fresh_copy, build(train, val), val, test, seeds=seeds, desc=method)
+    table, summary = aggregate(runs), summarize(runs, finetune_epochs)
     write_csv(args.csv, table)
     write_json(args.metrics, summary)
     print(f"\n{method} pruning (test: {len(test[1])} images, validation: {len(val[1])} images)")

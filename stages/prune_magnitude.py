@@ -1,50 +1,26 @@
 """Stage prune_magnitude: at each rate, each layer's smallest-magnitude weights are removed, then
-optional masked fine-tuning (pruned weights stay zero)."""
+optional masked fine-tuning (0 epochs by default, as in the reference)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import nn
-
 from nncompress import sweep_stage
 from nncompress.cli import run_stage
-from nncompress.data import Split
+from nncompress.methods import Retrainer, one_shot
 from nncompress.params import FinetuneParams, MagnitudePruneParams, load_params, section
 from nncompress.pruning import magnitude_prune
-from nncompress.training import fit
 
 
 def main() -> None:
     args = sweep_stage.parse_args("magnitude")
     params = load_params(args.params)
-    own = section(params, MagnitudePruneParams, "prune_magnitude")
-    opt = section(params, FinetuneParams, "finetune")
-
-    def make_finetune(train: Split, val: Split) -> Callable[[nn.Module], None]:
-        def finetune(model: nn.Module) -> None:
-            fit(
-                model,
-                train,
-                val,
-                epochs=own.finetune_epochs,
-                batch_size=opt.batch_size,
-                lr=opt.lr,
-                momentum=opt.momentum,
-                shuffle=opt.shuffle,
-                seed=opt.seed,
-                desc="fine-tune",
-            )
-
-        return finetune
-
+    epochs = section(params, MagnitudePruneParams, "prune_magnitude").finetune_epochs
+    opt = section(params, FinetuneParams, "finetune")  # only its optimiser: the epochs are ours
     sweep_stage.execute(
         "magnitude",
         args,
         params,
-        magnitude_prune,
-        finetune_epochs=own.finetune_epochs,
-        make_finetune=make_finetune,
+        lambda train, val: one_shot(magnitude_prune, Retrainer(train, val, opt, epochs)),
+        finetune_epochs=epochs,
     )
 
 

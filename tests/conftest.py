@@ -20,15 +20,21 @@ PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "nncompress", ".dvcignore"
 SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "split": {"train_size": 1024, "val_size": 256, "test_size": 1000},
     "train": {"epochs": 2, "lr": 0.05, "log_every": 8},
-    "sweep": {"rates": [0.0, 0.5, 0.9]},
+    "sweep": {"rates": [0.0, 0.5, 0.9, 0.99]},
+    "prune_random": {"seeds": [0, 1]},
     "prune_magnitude": {"finetune_epochs": 1},
+    "finetune": {"epochs": 1},
+    "prune_gradual": {"steps": 2},
 }
 
 
-def env() -> dict[str, str]:
-    """The environment for DVC and the stages: this interpreter's venv first on PATH."""
+def env(repo: Path | None = None) -> dict[str, str]:
+    """The environment for DVC and the stages: this interpreter's venv first on PATH, and the
+    repository's own copy of the package first on the import path (not the editable install)."""
     e = dict(os.environ)
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    if repo is not None:
+        e["PYTHONPATH"] = str(repo)
     e.update(
         GIT_AUTHOR_NAME="test",
         GIT_AUTHOR_EMAIL="test@example.com",
@@ -40,7 +46,7 @@ def env() -> dict[str, str]:
 
 
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    proc = subprocess.run(args, cwd=cwd, env=env(cwd), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"

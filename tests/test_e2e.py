@@ -13,8 +13,10 @@ from conftest import ROOT, SMALL_PARAMS, dvc, git, make_repo, set_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mnist_available")]
 
-METRIC_FILES = ("train", "prune_random", "prune_magnitude")
-SWEEP_KEYS = {"auc", "auc_val", "acc_90", "finetune_epochs"}
+METHODS = ("random", "magnitude", "finetune", "global", "gradual", "structured")
+METRIC_FILES = ("train", "control", *(f"prune_{m}" for m in METHODS))
+SWEEP_KEYS = {"auc", "auc_val", "auc_std", "acc_90", "acc_95", "acc_98", "acc_99", "finetune_epochs", "seeds"}
+RATES = [0.0, 0.5, 0.9, 0.99]
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +51,23 @@ def test_repro_writes_every_output(small_repo: Path) -> None:
     metrics = read_metrics(small_repo)
     assert {"train_accuracy", "val_accuracy", "test_accuracy"} <= set(metrics["train"])
     assert metrics["train"]["test_accuracy"] > 0.5  # 64 SGD steps get far above chance (0.1)
-    for method in ("random", "magnitude"):
+    dense_parameters = metrics["train"]["parameters"]
+    for method in METHODS:
         assert set(metrics[f"prune_{method}"]) == SWEEP_KEYS
+        assert metrics[f"prune_{method}"]["acc_95"] is None  # not swept here
         table = pd.read_csv(small_repo / f"plots/prune_{method}.csv")
-        assert list(table["compression_rate"]) == [0.0, 0.5, 0.9]
-        assert table["sparsity"].tolist() == pytest.approx([0.0, 0.5, 0.9], abs=1e-5)
-        assert {"val_accuracy", "test_accuracy"} <= set(table.columns)
+        assert list(table["compression_rate"]) == RATES
+        # Structured pruning removes whole neurons: within one neuron (1/256) of the rate.
+        tolerance = 1 / 256 if method == "structured" else 1e-5
+        assert table["sparsity"].tolist() == pytest.approx(RATES, abs=tolerance)
+        assert {"val_accuracy", "test_accuracy", "test_accuracy_std", "seeds"} <= set(table.columns)
+        smaller = table["parameters"].iloc[1:] < dense_parameters
+        assert smaller.all() if method == "structured" else not smaller.any()
+    assert metrics["prune_random"]["seeds"] == 2
+    assert pd.read_csv(small_repo / "plots/prune_random.csv")["test_accuracy_std"].iloc[1:].gt(0).all()
     assert metrics["prune_magnitude"]["finetune_epochs"] == 1
+    assert metrics["prune_gradual"]["finetune_epochs"] == 1
+    assert metrics["control"]["finetune_epochs"] == 1
 
     curve = pd.read_csv(small_repo / "plots/train_curve.csv")
     assert list(curve.columns[:5]) == ["iteration", "epoch", "loss", "train_accuracy", "val_accuracy"]
@@ -81,6 +93,8 @@ def test_plots_show(small_repo: Path, tmp_path: Path) -> None:
     html = (tmp_path / "html/index.html").read_text()
     for title in ("Accuracy vs compression rate", "Training loss", "Train and validation accuracy"):
         assert title in html
+    for method in METHODS:
+        assert f"prune_{method}.csv" in html
     assert "accuracy_vs_rate.png" in html
 
 
@@ -122,11 +136,11 @@ def test_bad_param_fails_clearly_and_keeps_earlier_outputs(clone: Path) -> None:
 
 
 def test_experiment_run_and_show(clone: Path) -> None:
-    dvc(clone, "exp", "run", "-n", "seed1", "-S", "prune_random.seed=1")
+    dvc(clone, "exp", "run", "-n", "seed1", "-S", "prune_random.seeds=[1]")
     shown = dvc(clone, "exp", "show", "--csv").stdout
     assert "seed1" in shown
     table = pd.read_csv(clone / "plots/prune_random.csv")
-    assert len(table) == 3
+    assert table["seeds"].tolist() == [1] * len(RATES)
 
 
 # Committed results must be what the committed code and params produce. On the same kind of

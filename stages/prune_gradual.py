@@ -1,0 +1,30 @@
+"""Stage prune_gradual: gradual magnitude pruning (Zhu & Gupta 2017) during fine-tuning: sparsity
+rises from 0 to the rate along a cubic schedule, then the rest of the budget recovers accuracy."""
+
+from __future__ import annotations
+
+from nncompress import sweep_stage
+from nncompress.cli import run_stage
+from nncompress.methods import Retrainer, gradual
+from nncompress.params import FinetuneParams, GradualPruneParams, load_params, section
+from nncompress.pruning import global_magnitude_prune, magnitude_prune
+
+
+def main() -> None:
+    args = sweep_stage.parse_args("gradual")
+    params = load_params(args.params)
+    own = section(params, GradualPruneParams, "prune_gradual")
+    opt = section(params, FinetuneParams, "finetune")
+    prune_fn = global_magnitude_prune if own.scope == "global" else magnitude_prune
+    sweep_stage.execute(
+        "gradual",
+        args,
+        params,
+        lambda train, val: gradual(prune_fn, Retrainer(train, val, opt, opt.epochs), own.steps, own.ramp),
+        seeds=own.seeds,
+        finetune_epochs=opt.epochs,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
