@@ -25,10 +25,19 @@ class GradualPruner:
     def __init__(self, model: nn.Module, prune_fn: PruneFn, final: float, steps: int, every: int):
         self.model, self.prune_fn, self.final = model, prune_fn, final
         self.steps, self.every = steps, max(every, 1)
+        self.done = 0  # pruning steps applied so far
 
     def __call__(self, iteration: int) -> None:
         if iteration % self.every or iteration // self.every >= self.steps:
             return
-        step = iteration // self.every + 1
+        self._prune_to(iteration // self.every + 1)
+
+    def finish(self) -> None:
+        """Reach the final sparsity if training ended before the last step (tiny budgets)."""
+        if self.done < self.steps:
+            self._prune_to(self.steps)
+
+    def _prune_to(self, step: int) -> None:
         make_permanent(self.model)
         self.prune_fn(self.model, cubic_sparsity(step, self.steps, self.final))
+        self.done = step

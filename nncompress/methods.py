@@ -68,7 +68,9 @@ def gradual(prune_fn: PruneFn, retrain: Retrainer, steps: int, ramp: float) -> M
 
     def method(model: nn.Module, rate: float) -> nn.Module:
         every = max(int(ramp * retrain.iterations / steps), 1)
-        retrain(model, before_step=GradualPruner(model, prune_fn, rate, steps, every))
+        pruner = GradualPruner(model, prune_fn, rate, steps, every)
+        retrain(model, before_step=pruner)
+        pruner.finish()
         return model
 
     return method

@@ -12,9 +12,11 @@ from nncompress.errors import ParamError
 from nncompress.params import (
     DownloadParams,
     FinetuneParams,
+    GradualPruneParams,
     MagnitudePruneParams,
     ModelParams,
     RandomPruneParams,
+    SeedsParams,
     SplitParams,
     SweepParams,
     TrainParams,
@@ -33,7 +35,12 @@ CLASSES = {
     "prune_random": RandomPruneParams,
     "prune_magnitude": MagnitudePruneParams,
     "finetune": FinetuneParams,
+    "prune_finetune": SeedsParams,
+    "prune_global": SeedsParams,
+    "prune_gradual": GradualPruneParams,
+    "prune_structured": SeedsParams,
 }
+SEEDS_SECTIONS = ("prune_random", "prune_finetune", "prune_global", "prune_gradual", "prune_structured")
 REFERENCE = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
@@ -68,19 +75,28 @@ def test_reference_params_file_parses_to_the_reference_values():
     assert section(params, TrainParams, "train") == TrainParams(
         epochs=40, batch_size=32, lr=0.01, momentum=0.9, shuffle=False, seed=0, log_every=16
     )
-    assert section(params, SweepParams, "sweep").rates == [i / 10 for i in range(10)]
-    assert section(params, RandomPruneParams, "prune_random") == RandomPruneParams(seed=0)
+    rates = section(params, SweepParams, "sweep").rates
+    assert rates == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]
+    assert section(params, RandomPruneParams, "prune_random") == RandomPruneParams(seeds=[0, 1, 2, 3, 4])
     assert section(params, MagnitudePruneParams, "prune_magnitude") == MagnitudePruneParams(finetune_epochs=0)
     assert section(params, FinetuneParams, "finetune") == FinetuneParams(
-        lr=0.01, batch_size=32, momentum=0.9, shuffle=False, seed=0
+        epochs=40, lr=0.01, batch_size=32, momentum=0.9, shuffle=True
+    )
+    for name in ("prune_finetune", "prune_global", "prune_structured"):
+        assert section(params, SeedsParams, name) == SeedsParams(seeds=[0])
+    assert section(params, GradualPruneParams, "prune_gradual") == GradualPruneParams(
+        seeds=[0], steps=10, ramp=0.6, scope="global"
     )
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_every_section_of_the_params_file_is_parsed():
+    """A section without a dataclass would be read unchecked (or not at all)."""
+    assert sorted(REFERENCE) == sorted(CLASSES)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
 def test_every_key_is_required(name):
     """No hidden defaults: params.yaml holds every knob, and a deleted key is an error."""
-    if name not in CLASSES:
-        pytest.skip(f"{name} is not parsed by a dataclass")
     for key in REFERENCE[name]:
         data = {k: v for k, v in REFERENCE[name].items() if k != key}
         assert param_error(name, data) == f"params.yaml: missing key {name}.{key}"
@@ -113,6 +129,15 @@ def test_integers_are_accepted_where_numbers_are_expected_and_become_floats():
         ("train", "momentum", 0.0),
         ("sweep", "rates", [0.0, 0.9]),
         ("sweep", "rates", [0.95, 0.0, 0.9]),  # rates above 0.9 allowed; 0 and 0.9 bound the AUC
+        ("finetune", "epochs", 0),
+        ("finetune", "momentum", 0.0),
+        ("prune_random", "seeds", [0]),
+        ("prune_random", "seeds", [2**32 - 1, 0]),
+        ("prune_gradual", "steps", 1),
+        ("prune_gradual", "ramp", 1.0),
+        ("prune_gradual", "ramp", 0.001),
+        ("prune_gradual", "scope", "layer"),
+        ("prune_gradual", "scope", "global"),
     ],
 )
 def test_boundary_values_are_accepted(name, key, value):
@@ -169,6 +194,13 @@ def test_section_that_is_not_a_mapping(value):
         ("split", "seed", 0.5, "an integer, got 0.5"),
         ("download", "mirrors", "https://example.com/", "a list of str, got 'https://example.com/'"),
         ("sweep", "rates", 0.5, "a list of float, got 0.5"),
+        ("prune_random", "seeds", 0, "a list of int, got 0"),
+        ("prune_gradual", "seeds", None, "a list of int, got None"),
+        ("prune_gradual", "steps", 2.5, "an integer, got 2.5"),
+        ("prune_gradual", "ramp", "most", "a number, got 'most'"),
+        ("prune_gradual", "scope", ["layer"], "a string, got ['layer']"),
+        ("finetune", "epochs", 1.0, "an integer, got 1.0"),
+        ("finetune", "shuffle", "true", "true or false, got 'true'"),
     ],
 )
 def test_wrong_type(name, key, value, expected):
@@ -208,6 +240,15 @@ def test_wrong_type_inside_a_list_names_the_element():
         ("finetune", "lr", 0.0, "> 0"),
         ("finetune", "batch_size", 0, "> 0"),
         ("finetune", "momentum", 1.0, "in [0, 1)"),
+        ("finetune", "epochs", -1, ">= 0"),
+        ("finetune", "lr", -0.01, "> 0"),
+        ("prune_gradual", "steps", 0, "> 0"),
+        ("prune_gradual", "steps", -3, "> 0"),
+        ("prune_gradual", "ramp", 0.0, "a fraction of the fine-tuning budget in (0, 1]"),
+        ("prune_gradual", "ramp", 1.5, "a fraction of the fine-tuning budget in (0, 1]"),
+        ("prune_gradual", "ramp", -0.5, "a fraction of the fine-tuning budget in (0, 1]"),
+        ("prune_gradual", "scope", "channel", "one of layer, global"),
+        ("prune_gradual", "scope", "Global", "one of layer, global"),
     ],
 )
 def test_out_of_range(name, key, value, expected):
@@ -248,9 +289,37 @@ def test_split_beyond_the_training_file(changes, end):
     )
 
 
-def test_negative_prune_random_seed_is_a_param_error():
-    message = param_error("prune_random", {"seed": -1})
-    assert "prune_random.seed" in message
+def test_ramp_written_as_an_integer_is_reported_as_a_number():
+    message = param_error("prune_gradual", with_value("prune_gradual", "ramp", 0))
+    assert message == "params.yaml: prune_gradual.ramp must be a fraction of the fine-tuning budget in (0, 1], got 0.0"
+
+
+@pytest.mark.parametrize("name", SEEDS_SECTIONS)
+@pytest.mark.parametrize("seeds", [[], [0, 0], [3, 1, 3]])
+def test_seeds_must_be_a_non_empty_list_of_distinct_seeds(name, seeds):
+    message = param_error(name, with_value(name, "seeds", seeds))
+    assert message == f"params.yaml: {name}.seeds must be a non-empty list of distinct seeds, got {seeds!r}"
+
+
+@pytest.mark.parametrize("name", SEEDS_SECTIONS)
+@pytest.mark.parametrize(("seeds", "index", "bad"), [([-1], 0, -1), ([0, 1, -7], 2, -7), ([5, 2**32], 1, 2**32)])
+def test_seed_outside_the_seed_range_names_the_element(name, seeds, index, bad):
+    message = param_error(name, with_value(name, "seeds", seeds))
+    assert message == f"params.yaml: {name}.seeds[{index}] must be a seed in [0, 2**32), got {bad}"
+
+
+@pytest.mark.parametrize(
+    ("seeds", "index", "expected"),
+    [([0, 0.5], 1, "an integer, got 0.5"), ([True], 0, "an integer, got True"), (["1"], 0, "an integer, got '1'")],
+)
+def test_seed_of_the_wrong_type_names_the_element(seeds, index, expected):
+    message = param_error("prune_random", {"seeds": seeds})
+    assert message == f"params.yaml: prune_random.seeds[{index}] must be {expected}"
+
+
+def test_old_single_seed_key_is_an_unknown_key():
+    message = param_error("prune_random", {"seed": 0})
+    assert message == "params.yaml: unknown key prune_random.seed (expected one of: seeds)"
 
 
 def test_negative_split_seed_is_a_param_error():

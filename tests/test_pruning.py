@@ -1,18 +1,38 @@
-"""Layer-wise unstructured pruning: exact counts, the right weights, permanent masks, training."""
+"""Unstructured pruning, layer-wise and global: exact counts, the right weights, permanent masks, training."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from torch.nn.utils import prune
 
 from nncompress.model import MLP
-from nncompress.pruning import magnitude_prune, make_permanent, prunable, random_prune, sparsity
+from nncompress.pruning import (
+    global_magnitude_prune,
+    magnitude_prune,
+    make_permanent,
+    prunable,
+    random_prune,
+    sparsity,
+)
 from nncompress.training import fit
 
 RATES = (0.0, 0.1, 0.37, 0.5, 0.9, 0.99)
 METHODS = {"random": random_prune, "magnitude": magnitude_prune}
 SMALL_HIDDEN = 16  # fc1: 12544 weights, fc2: 160
+SMALL_TOTAL = 784 * SMALL_HIDDEN + SMALL_HIDDEN * 10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread, as the stages run (cli.run_stage): tiny models gain nothing from more, and
+    on a busy machine extra threads wait for each other and make these tests many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_model(hidden):
@@ -147,10 +167,10 @@ def test_magnitude_prune_ignores_the_rng():
     assert torch.equal(masks[0], masks[1])
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", [*sorted(METHODS), "global"])
 def test_fit_keeps_pruned_weights_at_zero(method):
     model = make_model(SMALL_HIDDEN)
-    METHODS[method](model, 0.6)
+    {**METHODS, "global": global_magnitude_prune}[method](model, 0.6)
     masks = {name: m.weight_mask.clone() for name, m in prunable(model)}
     before = {name: m.weight.detach().clone() for name, m in prunable(model)}
     generator = torch.Generator().manual_seed(0)
@@ -179,3 +199,103 @@ def test_fit_keeps_pruned_weights_at_zero(method):
     for name, module in prunable(model):
         assert zeros(module.weight) == int((masks[name] == 0).sum())
         assert torch.all(module.weight[masks[name] == 0] == 0)
+
+
+# --- global magnitude pruning -------------------------------------------------------------------
+
+
+def distinct_weights(model, scales=None):
+    """Give the model's weights distinct magnitudes (one global random order, random signs), so
+    there are no ties at any threshold; layer `name` is multiplied by scales[name]. Returns them."""
+    layers = prunable(model)
+    total = sum(m.weight.numel() for _, m in layers)
+    g = torch.Generator().manual_seed(1)
+    magnitudes = (torch.randperm(total, generator=g).double() + 1) / total
+    signs = torch.where(torch.rand(total, generator=g) < 0.5, -1.0, 1.0).double()
+    values, start = {}, 0
+    for name, module in layers:
+        n = module.weight.numel()
+        w = (magnitudes[start : start + n] * signs[start : start + n]).reshape(module.weight.shape)
+        w = (w * (scales or {}).get(name, 1.0)).float()
+        with torch.no_grad():
+            module.weight.copy_(w)
+        values[name] = module.weight.detach().clone()
+        start += n
+    return values
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.37, 0.5, 0.9, 0.99])
+def test_global_prune_removes_round_rate_total_weights(rate):
+    model = make_model(SMALL_HIDDEN)
+    biases = {name: m.bias.detach().clone() for name, m in prunable(model)}
+    global_magnitude_prune(model, rate)
+    expected = round(rate * SMALL_TOTAL)
+    assert sparsity(model)["total"] == expected / SMALL_TOTAL
+    make_permanent(model)
+    assert sum(zeros(m.weight) for _, m in prunable(model)) == expected
+    for name, module in prunable(model):
+        assert torch.equal(module.bias, biases[name])  # biases never pruned
+
+
+def test_global_prune_known_count_at_rate_037():
+    """round(0.37 * 12704) = 4700 weights over both layers."""
+    model = make_model(SMALL_HIDDEN)
+    global_magnitude_prune(model, 0.37)
+    make_permanent(model)
+    assert zeros(model.fc1.weight) + zeros(model.fc2.weight) == 4700
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.37, 0.5, 0.9, 0.99])
+def test_global_prune_removes_exactly_the_globally_smallest_weights(rate):
+    model = make_model(SMALL_HIDDEN)
+    originals = distinct_weights(model, scales={"fc2": math.pi})  # still distinct
+    global_magnitude_prune(model, rate)
+    make_permanent(model)
+    everything = torch.cat([w.abs().flatten() for w in originals.values()])
+    assert len(everything.unique()) == SMALL_TOTAL  # distinct: the threshold is unambiguous
+    k = round(rate * SMALL_TOTAL)
+    threshold = everything.sort().values[k - 1]  # the k-th smallest magnitude over all layers
+    removed_total = 0
+    for name, module in prunable(model):
+        w = originals[name]
+        removed = w.abs() <= threshold
+        removed_total += int(removed.sum())
+        assert torch.equal(module.weight == 0, removed), name
+        assert torch.equal(module.weight[~removed], w[~removed])  # survivors keep their values
+    assert removed_total == k
+
+
+def test_global_prune_takes_more_from_the_layer_with_smaller_weights():
+    model = make_model(SMALL_HIDDEN)
+    distinct_weights(model, scales={"fc1": 0.1})  # fc1's magnitudes are a tenth of fc2's
+    global_magnitude_prune(model, 0.5)
+    measured = sparsity(model)
+    assert measured["total"] == round(0.5 * SMALL_TOTAL) / SMALL_TOTAL
+    assert measured["fc1"] > 0.5 > measured["fc2"]
+    # layer-wise pruning of the same weights gives each layer the same fraction instead
+    layer_wise = make_model(SMALL_HIDDEN)
+    distinct_weights(layer_wise, scales={"fc1": 0.1})
+    magnitude_prune(layer_wise, 0.5)
+    assert sparsity(layer_wise)["fc1"] == sparsity(layer_wise)["fc2"] == 0.5
+
+
+def test_global_prune_fractions_follow_the_weight_scales():
+    """Scaling one layer up protects it; scaling it down sacrifices it, at the same global rate."""
+    fractions = {}
+    for scale in (0.2, 5.0):
+        model = make_model(SMALL_HIDDEN)
+        distinct_weights(model, scales={"fc2": scale})
+        global_magnitude_prune(model, 0.9)
+        fractions[scale] = sparsity(model)
+        assert fractions[scale]["total"] == round(0.9 * SMALL_TOTAL) / SMALL_TOTAL
+    assert fractions[0.2]["fc2"] > 0.9 > fractions[5.0]["fc2"]
+    assert fractions[0.2]["fc1"] < fractions[5.0]["fc1"]
+
+
+def test_global_prune_is_permanent_like_the_others():
+    model = make_model(SMALL_HIDDEN)
+    global_magnitude_prune(model, 0.5)
+    assert all(prune.is_pruned(m) for _, m in prunable(model))
+    make_permanent(model)
+    assert set(model.state_dict()) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert not any(prune.is_pruned(m) for _, m in prunable(model))

@@ -10,35 +10,46 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+METHODS = ("random", "magnitude", "finetune", "global", "gradual", "structured")
 
 
-def fmt(value: float) -> str:
-    return f"{value:.4f}"
+def fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
 
 
-def test_quotes_the_committed_dense_accuracies() -> None:
-    train = json.loads((ROOT / "metrics/train.json").read_text())
-    row = f"| {fmt(train['train_accuracy'])} | {fmt(train['val_accuracy'])} | {fmt(train['test_accuracy'])} |"
-    assert row in README
+def metrics(name: str) -> dict:
+    return json.loads((ROOT / f"metrics/{name}.json").read_text())
 
 
-@pytest.mark.parametrize("method", ["random", "magnitude"])
-def test_quotes_the_committed_aucs(method: str) -> None:
-    summary = json.loads((ROOT / f"metrics/prune_{method}.json").read_text())
-    row = f"| {method} pruning | {fmt(summary['auc'])} | {fmt(summary['auc_val'])} | {fmt(summary['acc_90'])} |"
+def test_quotes_the_committed_dense_and_control_accuracies() -> None:
+    train, control = metrics("train"), metrics("control")
+    assert (
+        f"| {fmt(train['train_accuracy'])} | {fmt(train['val_accuracy'])} | {fmt(train['test_accuracy'])} |" in README
+    )
+    assert f"| | {fmt(control['val_accuracy'])} | {fmt(control['test_accuracy'])} |" in README
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_quotes_the_committed_summary_of_each_method(method: str) -> None:
+    s = metrics(f"prune_{method}")
+    row = (
+        f"| {method} | {s['finetune_epochs']} epochs | {fmt(s['auc'])} | {fmt(s['auc_val'])} | {fmt(s['acc_90'])} "
+        f"| {fmt(s['acc_95'])} | {fmt(s['acc_98'])} | {fmt(s['acc_99'])} |"
+    )
     assert row in README
 
 
 def test_quotes_the_committed_per_rate_table() -> None:
-    random = pd.read_csv(ROOT / "plots/prune_random.csv")
-    magnitude = pd.read_csv(ROOT / "plots/prune_magnitude.csv")
-    for r, m in zip(random.itertuples(), magnitude.itertuples(), strict=True):
-        row = (
-            f"| {r.compression_rate:.0%} | {r.nonzero_weights:,} "
-            f"| {fmt(r.test_accuracy)} ({fmt(r.val_accuracy)}) "
-            f"| {fmt(m.test_accuracy)} ({fmt(m.val_accuracy)}) |"
-        )
-        assert row in README, row
+    tables = {m: pd.read_csv(ROOT / f"plots/prune_{m}.csv") for m in METHODS}
+    for i, rate in enumerate(tables["random"]["compression_rate"]):
+        cells = []
+        for method in METHODS:
+            row = tables[method].iloc[i]
+            assert row.compression_rate == rate
+            mean = fmt(row.test_accuracy)
+            cells.append(f"{mean} ± {fmt(row.test_accuracy_std)}" if row.seeds > 1 else mean)
+        line = f"| {rate:.0%} | " + " | ".join(cells) + " |"
+        assert line in README, line
 
 
 def test_quick_start_is_what_ci_runs() -> None:

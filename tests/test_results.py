@@ -29,3 +29,22 @@ def test_auc_within_its_bound() -> None:
     dense = load("train")["test_accuracy"]
     for method in ("random", "magnitude"):
         assert 0 < load(f"prune_{method}")["auc"] <= 0.9 * dense + 0.01
+
+
+RETRAINING = ("finetune", "global", "gradual", "structured")
+
+
+def test_best_method_auc_reaches_99_percent_of_the_ceiling() -> None:
+    dense = load("train")["test_accuracy"]
+    assert max(load(f"prune_{m}")["auc"] for m in RETRAINING) >= 0.99 * 0.9 * dense
+
+
+def test_best_method_within_1_point_at_95_and_2_points_at_98_percent_sparsity() -> None:
+    dense = load("train")["test_accuracy"]
+    assert max(load(f"prune_{m}")["acc_95"] for m in RETRAINING) >= dense - 0.01
+    assert max(load(f"prune_{m}")["acc_98"] for m in RETRAINING) >= dense - 0.02
+
+
+def test_every_sweep_reports_the_same_keys() -> None:
+    keys = {m: set(load(f"prune_{m}")) for m in ("random", "magnitude", *RETRAINING)}
+    assert len({frozenset(k) for k in keys.values()}) == 1, keys

@@ -44,6 +44,8 @@ OUTPUTS = {
     },
     "prune_random": {"--csv": "out/prune_random.csv", "--metrics": "out/prune_random.json"},
     "prune_magnitude": {"--csv": "out/prune_magnitude.csv", "--metrics": "out/prune_magnitude.json"},
+    "prune_gradual": {"--csv": "out/prune_gradual.csv", "--metrics": "out/prune_gradual.json"},
+    "control": {"--metrics": "out/control.json"},
     "split": {"--out": "out/split/", "--samples": "out/samples.png"},
     "download": {"--out": "out/mnist/"},
 }
@@ -126,6 +128,16 @@ CASES = {
         ("sweep.rates[2] must be a compression rate in [0, 1), got 1.0",),
         set_value("sweep", "rates", [0.0, 0.5, 1.0]),
     ),
+    "prune_gradual_unknown_scope": Case(
+        "prune_gradual",
+        ("params.yaml: prune_gradual.scope must be one of layer, global, got 'channel'",),
+        set_value("prune_gradual", "scope", "channel"),
+    ),
+    "control_negative_finetune_epochs": Case(
+        "control",
+        ("params.yaml: finetune.epochs must be >= 0, got -1",),
+        set_value("finetune", "epochs", -1),
+    ),
     "split_train_size_too_large": Case(
         "split",
         ("split.offset + train_size + val_size = 71024 exceeds the 60000 images",),
@@ -149,8 +161,8 @@ CASES = {
     ),
     "prune_random_negative_seed": Case(
         "prune_random",
-        ("params.yaml: prune_random.seed must be a seed in [0, 2**32), got -1",),
-        set_value("prune_random", "seed", -1),
+        ("params.yaml: prune_random.seeds[0] must be a seed in [0, 2**32), got -1",),
+        set_value("prune_random", "seeds", [-1]),
         prepare=valid_model_and_splits,
     ),
 }
