@@ -27,6 +27,7 @@ class Retrainer:
     val: Split
     opt: FinetuneParams
     epochs: int
+    device: torch.device = torch.device("cpu")
 
     @property
     def iterations(self) -> int:
@@ -47,6 +48,7 @@ class Retrainer:
             seed=torch.initial_seed(),
             desc="fine-tune",
             before_step=before_step,
+            device=self.device,
         )
 
 

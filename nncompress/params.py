@@ -20,6 +20,7 @@ from nncompress.errors import ParamError
 
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 SCOPES = ("layer", "global")  # magnitude pruning per layer, or with one threshold across layers
+DEVICES = ("auto", "cpu", "cuda")  # auto: the GPU when PyTorch sees one
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
 MAX_HIDDEN = 65_536  # far beyond anything useful for MNIST; refuses typos like 2560000
@@ -121,6 +122,11 @@ def _seed(name: str, key: str, value: int) -> None:
         _fail(f"{name}.{key}", "a seed in [0, 2**32)", value)
 
 
+def _device(name: str, value: str) -> None:
+    if value not in DEVICES:
+        _fail(f"{name}.device", f"one of {', '.join(DEVICES)}", value)
+
+
 def _positive(name: str, key: str, value: float) -> None:
     if value <= 0:
         _fail(f"{name}.{key}", "> 0", value)
@@ -188,8 +194,10 @@ class TrainParams:
     shuffle: bool
     seed: int
     log_every: int
+    device: str
 
     def validate(self, name: str) -> None:
+        _device(name, self.device)
         _non_negative(name, "epochs", self.epochs)
         _positive(name, "batch_size", self.batch_size)
         _positive(name, "lr", self.lr)
@@ -266,8 +274,10 @@ class FinetuneParams:
     batch_size: int
     momentum: float
     shuffle: bool
+    device: str
 
     def validate(self, name: str) -> None:
+        _device(name, self.device)
         _non_negative(name, "epochs", self.epochs)
         _positive(name, "lr", self.lr)
         _positive(name, "batch_size", self.batch_size)

@@ -10,18 +10,33 @@ from torch import nn
 from tqdm import tqdm
 
 from nncompress.data import Split
+from nncompress.errors import ParamError
+
+
+def resolve_device(name: str, key: str) -> torch.device:
+    """`auto` picks the GPU when PyTorch sees one, else the CPU; `cuda` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamError(f"params.yaml: {key} is cuda, but PyTorch sees no CUDA GPU (use auto or cpu)")
+    return torch.device(name)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, split: Split, batch_size: int = 8192) -> float:
     """Fraction of correctly classified examples, in eval mode (no dropout)."""
     images, labels = split
+    device = _device_of(model)
     was_training = model.training
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        logits = model(images[start : start + batch_size])
-        correct += (logits.argmax(dim=1) == labels[start : start + batch_size]).sum().item()
+        logits = model(images[start : start + batch_size].to(device))
+        correct += (logits.argmax(dim=1).cpu() == labels[start : start + batch_size]).sum().item()
     model.train(was_training)
     return correct / len(images)
 
@@ -40,6 +55,7 @@ def fit(
     log_every: int = 0,
     desc: str = "train",
     before_step: Callable[[int], None] | None = None,
+    device: torch.device | None = None,
 ) -> list[dict[str, float]]:
     """Train with cross-entropy and SGD; return the log of the run.
 
@@ -47,9 +63,12 @@ def fit(
     since the previous row and the accuracy on the whole train and validation sets. Without
     shuffling, batches follow file order, as in the reference. Pruning masks registered with
     torch.nn.utils.prune stay applied, so pruned weights remain zero. `before_step(i)` runs before
-    iteration i (0-based), e.g. to prune gradually.
+    iteration i (0-based), e.g. to prune gradually. With `device`, the model moves there (pruning
+    masks included) and the training data with it.
     """
-    images, labels = train
+    if device is not None:
+        model.to(device)
+    images, labels = (t.to(_device_of(model)) for t in train)
     n_batches = math.ceil(len(images) / batch_size)
     total = epochs * n_batches
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)

@@ -14,7 +14,7 @@ from nncompress.fileio import write_json
 from nncompress.methods import Retrainer
 from nncompress.model import build_model, load_checkpoint
 from nncompress.params import FinetuneParams, ModelParams, load_params, section
-from nncompress.training import accuracy
+from nncompress.training import accuracy, resolve_device
 
 
 def main() -> None:
@@ -27,11 +27,12 @@ def main() -> None:
     params = load_params(args.params)
     model_params = section(params, ModelParams, "model")
     opt = section(params, FinetuneParams, "finetune")
+    device = resolve_device(opt.device, "finetune.device")
     model = load_checkpoint(build_model(model_params), args.model)
     train, val, test = (load_split(args.split_dir, name) for name in ("train", "val", "test"))
     before = accuracy(model, test)
     torch.manual_seed(0)
-    Retrainer(train, val, opt, opt.epochs)(model)
+    Retrainer(train, val, opt, opt.epochs, device)(model)
     summary = {
         "test_accuracy": accuracy(model, test),
         "val_accuracy": accuracy(model, val),

@@ -8,6 +8,7 @@ from nncompress.cli import run_stage
 from nncompress.methods import Retrainer, one_shot
 from nncompress.params import FinetuneParams, SeedsParams, load_params, section
 from nncompress.pruning import global_magnitude_prune
+from nncompress.training import resolve_device
 
 
 def main() -> None:
@@ -15,11 +16,12 @@ def main() -> None:
     params = load_params(args.params)
     own = section(params, SeedsParams, "prune_global")
     opt = section(params, FinetuneParams, "finetune")
+    device = resolve_device(opt.device, "finetune.device")
     sweep_stage.execute(
         "global",
         args,
         params,
-        lambda train, val: one_shot(global_magnitude_prune, Retrainer(train, val, opt, opt.epochs)),
+        lambda train, val: one_shot(global_magnitude_prune, Retrainer(train, val, opt, opt.epochs, device)),
         seeds=own.seeds,
         finetune_epochs=opt.epochs,
     )

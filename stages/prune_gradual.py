@@ -8,6 +8,7 @@ from nncompress.cli import run_stage
 from nncompress.methods import Retrainer, gradual
 from nncompress.params import FinetuneParams, GradualPruneParams, load_params, section
 from nncompress.pruning import global_magnitude_prune, magnitude_prune
+from nncompress.training import resolve_device
 
 
 def main() -> None:
@@ -15,12 +16,13 @@ def main() -> None:
     params = load_params(args.params)
     own = section(params, GradualPruneParams, "prune_gradual")
     opt = section(params, FinetuneParams, "finetune")
+    device = resolve_device(opt.device, "finetune.device")
     prune_fn = global_magnitude_prune if own.scope == "global" else magnitude_prune
     sweep_stage.execute(
         "gradual",
         args,
         params,
-        lambda train, val: gradual(prune_fn, Retrainer(train, val, opt, opt.epochs), own.steps, own.ramp),
+        lambda train, val: gradual(prune_fn, Retrainer(train, val, opt, opt.epochs, device), own.steps, own.ramp),
         seeds=own.seeds,
         finetune_epochs=opt.epochs,
     )

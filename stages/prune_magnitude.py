@@ -8,18 +8,20 @@ from nncompress.cli import run_stage
 from nncompress.methods import Retrainer, one_shot
 from nncompress.params import FinetuneParams, MagnitudePruneParams, load_params, section
 from nncompress.pruning import magnitude_prune
+from nncompress.training import resolve_device
 
 
 def main() -> None:
     args = sweep_stage.parse_args("magnitude")
     params = load_params(args.params)
     epochs = section(params, MagnitudePruneParams, "prune_magnitude").finetune_epochs
-    opt = section(params, FinetuneParams, "finetune")  # only its optimiser: the epochs are ours
+    opt = section(params, FinetuneParams, "finetune")
+    device = resolve_device(opt.device, "finetune.device")  # only its optimiser: the epochs are ours
     sweep_stage.execute(
         "magnitude",
         args,
         params,
-        lambda train, val: one_shot(magnitude_prune, Retrainer(train, val, opt, epochs)),
+        lambda train, val: one_shot(magnitude_prune, Retrainer(train, val, opt, epochs, device)),
         finetune_epochs=epochs,
     )
 

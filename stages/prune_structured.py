@@ -7,6 +7,7 @@ from nncompress import sweep_stage
 from nncompress.cli import run_stage
 from nncompress.methods import Retrainer, structured
 from nncompress.params import FinetuneParams, SeedsParams, load_params, section
+from nncompress.training import resolve_device
 
 
 def main() -> None:
@@ -14,11 +15,12 @@ def main() -> None:
     params = load_params(args.params)
     own = section(params, SeedsParams, "prune_structured")
     opt = section(params, FinetuneParams, "finetune")
+    device = resolve_device(opt.device, "finetune.device")
     sweep_stage.execute(
         "structured",
         args,
         params,
-        lambda train, val: structured(Retrainer(train, val, opt, opt.epochs)),
+        lambda train, val: structured(Retrainer(train, val, opt, opt.epochs, device)),
         seeds=own.seeds,
         finetune_epochs=opt.epochs,
     )

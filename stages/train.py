@@ -14,7 +14,7 @@ from nncompress.data import load_split
 from nncompress.fileio import write_csv, write_json
 from nncompress.model import build_model, save_checkpoint
 from nncompress.params import ModelParams, TrainParams, load_params, section
-from nncompress.training import accuracy, fit
+from nncompress.training import accuracy, fit, resolve_device
 
 CURVE_COLUMNS = ["iteration", "epoch", "loss", "train_accuracy", "val_accuracy"]
 
@@ -32,6 +32,7 @@ def main() -> None:
     params = load_params(args.params)
     model_params = section(params, ModelParams, "model")
     train_params = section(params, TrainParams, "train")
+    device = resolve_device(train_params.device, "train.device")
     train, val, test = (load_split(args.split_dir, name) for name in ("train", "val", "test"))
 
     torch.manual_seed(train_params.seed)  # weight init and dropout
@@ -47,7 +48,9 @@ def main() -> None:
         shuffle=train_params.shuffle,
         seed=train_params.seed,
         log_every=train_params.log_every,
+        device=device,
     )
+    model.cpu()  # checkpoints and evaluation on the CPU, wherever training ran
     curve = pd.DataFrame(log, columns=CURVE_COLUMNS)
     summary = {
         "train_accuracy": accuracy(model, train),

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,18 @@ def make_repo(dest: Path, overrides: dict[str, dict[str, Any]] | None = None) ->
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "project")
     return dest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread, as the stages run (cli.run_stage): tiny models gain nothing from more, and
+    on a busy machine extra threads wait for each other and make the tests many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

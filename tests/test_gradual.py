@@ -19,16 +19,6 @@ N_TRAIN, BATCH = 64, 8  # 8 iterations per epoch
 SCOPES = {"layer": magnitude_prune, "global": global_magnitude_prune}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread, as the stages run (cli.run_stage): tiny models gain nothing from more, and
-    on a busy machine extra threads wait for each other and make these tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- the schedule -------------------------------------------------------------------------------
 
 

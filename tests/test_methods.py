@@ -26,16 +26,6 @@ N_TRAIN, BATCH = 64, 16  # 4 iterations per epoch
 PRUNE_FNS = {"random": random_prune, "magnitude": magnitude_prune, "global": global_magnitude_prune}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread, as the stages run (cli.run_stage): tiny models gain nothing from more, and
-    on a busy machine extra threads wait for each other and make these tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data():
     g = torch.Generator().manual_seed(0)
@@ -59,7 +49,7 @@ def fresh(state):
 
 
 def retrainer(data, epochs, batch_size=BATCH, lr=0.5, train=None):
-    opt = FinetuneParams(epochs=epochs, lr=lr, batch_size=batch_size, momentum=0.9, shuffle=True)
+    opt = FinetuneParams(epochs=epochs, lr=lr, batch_size=batch_size, momentum=0.9, shuffle=True, device="cpu")
     return Retrainer(train or data["train"], data["val"], opt, epochs)
 
 
@@ -144,7 +134,7 @@ def test_one_shot_fine_tunes_the_masked_model(data, trained_state):
             seen.append((prune.is_pruned(model.fc1), int((model.fc1.weight == 0).sum())))
             super().__call__(model, before_step)
 
-    opt = FinetuneParams(epochs=3, lr=1.0, batch_size=BATCH, momentum=0.9, shuffle=True)
+    opt = FinetuneParams(epochs=3, lr=1.0, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
     model = one_shot(magnitude_prune, Spy(data["train"], data["val"], opt, 3))(fresh(trained_state), 0.5)
     assert seen == [(True, round(0.5 * SIZES["fc1"]))]
     make_permanent(model)
@@ -172,7 +162,7 @@ def test_gradual_prunes_along_the_schedule_within_the_ramp(data, trained_state, 
         amounts.append((iterations_seen[-1], amount))
         prune_fn(model, amount)
 
-    opt = FinetuneParams(epochs=epochs, lr=0.5, batch_size=BATCH, momentum=0.9, shuffle=True)
+    opt = FinetuneParams(epochs=epochs, lr=0.5, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
     retrain = Spy(data["train"], data["val"], opt, epochs)
     torch.manual_seed(0)
     model = gradual(recording_prune, retrain, steps, ramp)(fresh(trained_state), 0.9)

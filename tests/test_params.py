@@ -73,14 +73,14 @@ def test_reference_params_file_parses_to_the_reference_values():
     )
     assert section(params, ModelParams, "model") == ModelParams(hidden_size=256, activation="sigmoid", dropout=0.15)
     assert section(params, TrainParams, "train") == TrainParams(
-        epochs=40, batch_size=32, lr=0.01, momentum=0.9, shuffle=False, seed=0, log_every=16
+        epochs=40, batch_size=32, lr=0.01, momentum=0.9, shuffle=False, seed=0, log_every=16, device="auto"
     )
     rates = section(params, SweepParams, "sweep").rates
     assert rates == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]
     assert section(params, RandomPruneParams, "prune_random") == RandomPruneParams(seeds=[0, 1, 2, 3, 4])
     assert section(params, MagnitudePruneParams, "prune_magnitude") == MagnitudePruneParams(finetune_epochs=0)
     assert section(params, FinetuneParams, "finetune") == FinetuneParams(
-        epochs=40, lr=0.01, batch_size=32, momentum=0.9, shuffle=True
+        epochs=40, lr=0.01, batch_size=32, momentum=0.9, shuffle=True, device="auto"
     )
     for name in ("prune_finetune", "prune_global", "prune_structured"):
         assert section(params, SeedsParams, name) == SeedsParams(seeds=[0])
@@ -167,7 +167,7 @@ def test_unknown_key_names_it_and_lists_the_valid_keys():
     message = param_error("train", data)
     assert message == (
         "params.yaml: unknown key train.epoch "
-        "(expected one of: epochs, batch_size, lr, momentum, shuffle, seed, log_every)"
+        "(expected one of: epochs, batch_size, lr, momentum, shuffle, seed, log_every, device)"
     )
 
 

@@ -25,16 +25,6 @@ SMALL_HIDDEN = 16  # fc1: 12544 weights, fc2: 160
 SMALL_TOTAL = 784 * SMALL_HIDDEN + SMALL_HIDDEN * 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread, as the stages run (cli.run_stage): tiny models gain nothing from more, and
-    on a busy machine extra threads wait for each other and make these tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_model(hidden):
     torch.manual_seed(0)
     return MLP(hidden_size=hidden)

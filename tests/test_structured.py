@@ -14,16 +14,6 @@ HIDDEN = 16
 RATES = (0.0, 0.1, 0.25, 0.37, 0.5, 0.9)  # round(rate * 16): 0, 2, 4, 6, 8, 14
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread, as the stages run (cli.run_stage): tiny models gain nothing from more, and
-    on a busy machine extra threads wait for each other and make these tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_model(hidden=HIDDEN, activation="sigmoid", seed=0, dropout=0.15):
     torch.manual_seed(seed)
     model = MLP(hidden_size=hidden, activation=activation, dropout=dropout)

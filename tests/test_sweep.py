@@ -43,16 +43,6 @@ RUN_COLUMNS = [
 SUMMARY_KEYS = {"auc", "auc_val", "auc_std", "acc_90", "acc_95", "acc_98", "acc_99", "finetune_epochs", "seeds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread, as the stages run (cli.run_stage): tiny models gain nothing from more, and
-    on a busy machine extra threads wait for each other and make these tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- area under the curve -----------------------------------------------------------------------
 
 
