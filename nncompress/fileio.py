@@ -42,6 +42,11 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
         torch.save(obj, fh)
 
 
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -283,3 +283,35 @@ class FinetuneParams:
         _positive(name, "batch_size", self.batch_size)
         if not 0 <= self.momentum < 1:
             _fail(f"{name}.momentum", "in [0, 1)", self.momentum)
+
+
+COMPRESS_METHODS = ("gradual", "global", "layer")  # how the compress stage prunes before coding
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressParams:
+    """The shipped file's setting (method, sparsity, bits) and the grid swept around it."""
+
+    method: str
+    sparsity: float
+    bits: int
+    centroid_epochs: int
+    centroid_lr: float
+    seed: int
+    sweep_sparsities: list[float]
+    sweep_bits: list[int]
+
+    def validate(self, name: str) -> None:
+        if self.method not in COMPRESS_METHODS:
+            _fail(f"{name}.method", f"one of {', '.join(COMPRESS_METHODS)}", self.method)
+        for key, values in (("sparsity", [self.sparsity]), ("sweep_sparsities", self.sweep_sparsities)):
+            for value in values:
+                if not 0 <= value < 1:
+                    _fail(f"{name}.{key}", "a fraction of weights removed, in [0, 1)", value)
+        for key, values in (("bits", [self.bits]), ("sweep_bits", self.sweep_bits)):
+            for value in values:
+                if not 1 <= value <= 8:
+                    _fail(f"{name}.{key}", "bits per shared weight, in 1..8", value)
+        _non_negative(name, "centroid_epochs", self.centroid_epochs)
+        _positive(name, "centroid_lr", self.centroid_lr)
+        _seed(name, "seed", self.seed)

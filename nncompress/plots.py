@@ -82,3 +82,42 @@ def accuracy_vs_rate(
     left.legend(loc="lower left", fontsize=8)
     fig.suptitle("Test accuracy vs compression")
     _save(fig, path)
+
+
+def accuracy_vs_size(
+    table: pd.DataFrame, dense_bytes: int, dense_accuracy: float, shipped: tuple[float, int], path: Path
+) -> None:
+    """Test accuracy of each decoded file against its size (log scale), one line per bit width,
+    with the dense model, the 0.5-point tolerance and the 50x / 100x sizes marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for bits, group in table.groupby("bits"):
+        group = group.sort_values("bytes")
+        ax.plot(group["bytes"], group["test_accuracy"], marker="o", markersize=3, label=f"{bits} bits")
+    ship = table[(table["sparsity"] == shipped[0]) & (table["bits"] == shipped[1])]
+    ax.plot(
+        ship["bytes"],
+        ship["test_accuracy"],
+        marker="*",
+        markersize=14,
+        color="black",
+        linestyle="none",
+        label=f"shipped: {shipped[0]:.0%} sparse, {shipped[1]} bits",
+    )
+    ax.plot(
+        [dense_bytes],
+        [dense_accuracy],
+        marker="s",
+        color="gray",
+        linestyle="none",
+        label=f"dense fp32 state_dict ({dense_bytes / 1000:.0f} kB)",
+    )
+    ax.axhline(dense_accuracy - 0.005, linestyle="--", linewidth=1, color="gray", label="dense - 0.5 points")
+    for factor, style in ((50, ":"), (100, "-.")):
+        ax.axvline(dense_bytes / factor, linestyle=style, linewidth=1, color="tab:red", label=f"{factor}x smaller")
+    ax.set(xscale="log", xlabel="file size in bytes (log scale)", ylabel="test accuracy (decoded model)")
+    low = max(0.5, min(table["test_accuracy"].min(), dense_accuracy - 0.01) - 0.01)
+    ax.set_ylim(low, max(table["test_accuracy"].max(), dense_accuracy) + 0.005)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Accuracy vs file size: pruning + weight sharing + entropy coding")
+    _save(fig, path)

@@ -1,0 +1,110 @@
+"""Deep-Compression-style pipeline for one model: prune, share weights, code; and its size/accuracy grid."""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from nncompress import codec
+from nncompress.data import Split
+from nncompress.methods import Retrainer
+from nncompress.model import MLP
+from nncompress.pruning import make_permanent
+from nncompress.quantize import SharedLayer, share_weights, unshare_weights
+from nncompress.sweep import count_weights, rate_seed
+from nncompress.training import accuracy
+
+COLUMNS = (
+    "sparsity",
+    "bits",
+    "nonzero_weights",
+    "bytes",
+    "ratio",
+    "bits_per_weight",
+    "pruned_test_accuracy",
+    "test_accuracy",
+    "val_accuracy",
+    "accuracy_drop",
+)
+
+
+def state_dict_bytes(model: torch.nn.Module) -> int:
+    """Size of the fp32 state_dict as torch.save writes it: what shipping the dense model costs."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def setting_seed(seed: int, sparsity: float, bits: int) -> int:
+    return int(np.random.SeedSequence([seed, round(sparsity * 1_000_000), bits]).generate_state(1)[0])
+
+
+def share_and_finetune(pruned: MLP, bits: int, retrain: Retrainer | None) -> tuple[MLP, dict[str, SharedLayer]]:
+    """k-means weight sharing on a copy of `pruned`, then centroid (and bias) fine-tuning."""
+    model = copy.deepcopy(pruned)
+    share_weights(model, bits)
+    if retrain is not None and retrain.epochs > 0:
+        retrain(model)
+    layers = unshare_weights(model)
+    return model.cpu().eval(), layers
+
+
+def decoded(data: bytes) -> MLP:
+    """The model exactly as a user gets it from the file's bytes."""
+    arch, state, _ = codec.decode(data)
+    model = MLP(arch["hidden_size"], arch["activation"], arch["dropout"])
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def compress_grid(
+    settings: Sequence[tuple[float, int]],
+    prune: Callable[[float], MLP],
+    retrain: Retrainer | None,
+    val: Split,
+    test: Split,
+    *,
+    dense_bytes: int,
+    dense_test_accuracy: float,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[tuple[float, int], bytes]]:
+    """Code every (sparsity, bits) setting; one row each, with the accuracy of the decoded model.
+
+    `prune(sparsity)` returns the pruned, fine-tuned model; it runs once per sparsity. Returns the
+    table and each setting's file bytes.
+    """
+    rows, files, pruned = [], {}, {}
+    for sparsity, bits in tqdm(sorted(settings), desc="compress", unit="setting", dynamic_ncols=True):
+        if sparsity not in pruned:
+            torch.manual_seed(rate_seed(seed, sparsity))  # as the sweeps: same model as their row
+            model = prune(sparsity)
+            make_permanent(model)
+            pruned[sparsity] = (model.cpu().eval(), accuracy(model, test))
+        model, pruned_acc = pruned[sparsity]
+        torch.manual_seed(setting_seed(seed, sparsity, bits))
+        shared, layers = share_and_finetune(model, bits, retrain)
+        files[(sparsity, bits)] = data = codec.encode(shared, layers)
+        restored = decoded(data)
+        test_acc = accuracy(restored, test)
+        nonzero, _ = count_weights(restored)
+        rows.append(
+            {
+                "sparsity": sparsity,
+                "bits": bits,
+                "nonzero_weights": nonzero,
+                "bytes": len(data),
+                "ratio": dense_bytes / len(data),
+                "bits_per_weight": 8 * len(data) / max(nonzero, 1),
+                "pruned_test_accuracy": pruned_acc,
+                "test_accuracy": test_acc,
+                "val_accuracy": accuracy(restored, val),
+                "accuracy_drop": 100 * (dense_test_accuracy - test_acc),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(COLUMNS)), files

@@ -1,0 +1,89 @@
+"""Weight sharing (Han et al. 2016): each layer's surviving weights become one of 2**bits shared
+values found by k-means, then the shared values (centroids) are fine-tuned through the network."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from torch import nn
+from torch.nn.utils import parametrize
+
+from nncompress.pruning import prunable
+
+MAX_BITS = 8  # codes are stored as bytes
+
+
+@dataclasses.dataclass
+class SharedLayer:
+    """A sparse, weight-shared matrix: weight[mask] = centroids[codes], in row-major order."""
+
+    mask: np.ndarray  # bool, the weight's shape
+    codes: np.ndarray  # uint8, one per True in mask
+    centroids: np.ndarray  # float32, at most 2**bits
+
+    def dense(self) -> np.ndarray:
+        weight = np.zeros(self.mask.shape, dtype=np.float32)
+        weight[self.mask] = self.centroids[self.codes]
+        return weight
+
+
+def kmeans_share(weight: torch.Tensor, bits: int) -> SharedLayer:
+    """Cluster the nonzero weights into at most 2**bits values.
+
+    Linear initialisation over [min, max], which Han et al. found best: it keeps centroids on the
+    rare large weights that matter most. Deterministic (one k-means run from a fixed start).
+    """
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be in 1..{MAX_BITS}, got {bits}")
+    w = weight.detach().cpu().numpy().astype(np.float32)
+    mask = w != 0
+    values = w[mask].astype(np.float64)
+    k = min(2**bits, len(np.unique(values)))
+    if k == 0:
+        return SharedLayer(mask, np.zeros(0, np.uint8), np.zeros(0, np.float32))
+    init = np.linspace(values.min(), values.max(), k).reshape(-1, 1)
+    with warnings.catch_warnings():  # fewer distinct clusters than k is fine: codes stay valid
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(n_clusters=k, init=init, n_init=1, random_state=0).fit(values.reshape(-1, 1))
+    return SharedLayer(mask, km.labels_.astype(np.uint8), km.cluster_centers_.ravel().astype(np.float32))
+
+
+class SharedWeight(nn.Module):
+    """A parametrization that computes a Linear weight from trainable centroids: gradients of the
+    weights sharing a centroid add up on it, as in Deep Compression's centroid fine-tuning."""
+
+    def __init__(self, layer: SharedLayer):
+        super().__init__()
+        self.centroids = nn.Parameter(torch.from_numpy(layer.centroids.copy()))
+        self.register_buffer("codes", torch.from_numpy(layer.codes.astype(np.int64)))
+        self.register_buffer("mask", torch.from_numpy(layer.mask.copy()))
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:  # the original weight is ignored
+        zeros = torch.zeros(self.mask.shape, dtype=self.centroids.dtype, device=self.centroids.device)
+        return zeros.masked_scatter(self.mask, self.centroids[self.codes])
+
+
+def share_weights(model: nn.Module, bits: int) -> None:
+    """Replace every Linear weight by its k-means shared version, with trainable centroids."""
+    for _, module in prunable(model):
+        layer = kmeans_share(module.weight, bits)
+        parametrize.register_parametrization(module, "weight", SharedWeight(layer), unsafe=True)
+
+
+def unshare_weights(model: nn.Module) -> dict[str, SharedLayer]:
+    """Freeze the fine-tuned centroids into plain weights; return each layer's shared form."""
+    layers = {}
+    for name, module in prunable(model):
+        shared = module.parametrizations.weight[0]
+        layers[name] = SharedLayer(
+            shared.mask.cpu().numpy(),
+            shared.codes.cpu().numpy().astype(np.uint8),
+            shared.centroids.detach().cpu().numpy().astype(np.float32),
+        )
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return layers
