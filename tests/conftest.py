@@ -26,6 +26,13 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "prune_magnitude": {"finetune_epochs": 1},
     "finetune": {"epochs": 1},
     "prune_gradual": {"steps": 2},
+    "compress": {
+        "sparsity": 0.9,
+        "bits": 4,
+        "centroid_epochs": 1,
+        "sweep_sparsities": [0.5, 0.9],
+        "sweep_bits": [2, 4],
+    },
 }
 
 

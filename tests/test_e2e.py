@@ -14,7 +14,7 @@ from conftest import ROOT, SMALL_PARAMS, dvc, git, make_repo, set_params
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mnist_available")]
 
 METHODS = ("random", "magnitude", "finetune", "global", "gradual", "structured")
-METRIC_FILES = ("train", "control", *(f"prune_{m}" for m in METHODS))
+METRIC_FILES = ("train", "control", *(f"prune_{m}" for m in METHODS), "compress")
 SWEEP_KEYS = {"auc", "auc_val", "auc_std", "acc_90", "acc_95", "acc_98", "acc_99", "finetune_epochs", "seeds"}
 RATES = [0.0, 0.5, 0.9, 0.99]
 
@@ -93,11 +93,45 @@ def test_repro_with_nothing_changed_runs_nothing(small_repo: Path) -> None:
 def test_plots_show(small_repo: Path, tmp_path: Path) -> None:
     dvc(small_repo, "plots", "show", "-o", str(tmp_path / "html"))
     html = (tmp_path / "html/index.html").read_text()
-    for title in ("Accuracy vs compression rate", "Training loss", "Train and validation accuracy"):
+    titles = ("Accuracy vs compression rate", "Training loss", "Train and validation accuracy", "compressed file size")
+    for title in titles:
         assert title in html
     for method in METHODS:
         assert f"prune_{method}.csv" in html
     assert "accuracy_vs_rate.png" in html
+    assert "compress.png" in html
+
+
+def test_compress_reports_the_file_it_wrote(small_repo: Path) -> None:
+    """The metrics describe models/model.nnc as a user loads it: its size, and its accuracy."""
+    import torch
+
+    from nncompress import codec
+    from nncompress.data import load_split
+    from nncompress.training import accuracy
+
+    torch.set_num_threads(1)
+    metrics = json.loads((small_repo / "metrics/compress.json").read_text())
+    nnc, dense = small_repo / "models/model.nnc", small_repo / "models/model.pt"
+    assert metrics["compressed_bytes"] == nnc.stat().st_size
+    assert metrics["dense_bytes"] == dense.stat().st_size  # the fp32 state_dict as torch.save writes it
+    assert metrics["ratio"] == pytest.approx(metrics["dense_bytes"] / metrics["compressed_bytes"], rel=1e-5)
+    assert metrics["ratio"] > 10
+    model = codec.load(nnc)
+    test = load_split(small_repo / "data/split", "test")
+    assert metrics["test_accuracy"] == pytest.approx(accuracy(model, test), abs=1e-6)
+    dense_acc = json.loads((small_repo / "metrics/train.json").read_text())["test_accuracy"]
+    assert metrics["accuracy_drop"] == pytest.approx(100 * (dense_acc - metrics["test_accuracy"]), abs=1e-3)
+    assert metrics["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert metrics["bits"] == 4
+
+    table = pd.read_csv(small_repo / "plots/compress.csv")
+    assert list(zip(table["sparsity"], table["bits"], strict=True)) == [(0.5, 2), (0.5, 4), (0.9, 2), (0.9, 4)]
+    shipped = table.iloc[-1]
+    assert shipped["bytes"] == metrics["compressed_bytes"]
+    assert shipped["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert (table["bytes"].iloc[2:].to_numpy() < table["bytes"].iloc[:2].to_numpy()).all()  # sparser is smaller
+    assert (small_repo / "plots/compress.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_param_change_shows_in_metrics_diff(clone: Path) -> None:
@@ -150,6 +184,8 @@ def test_experiment_run_and_show(clone: Path) -> None:
 # same on AUCs) only absorbs float differences between CPU instruction sets, which can steer 5,120
 # SGD steps apart slightly.
 TOLERANCE = 0.01
+# Sizes depend on the weights through the entropy coder: the same slight drift changes a few bytes.
+SIZE_KEYS, SIZE_TOLERANCE = ("compressed_bytes", "ratio", "bits_per_weight"), 0.02
 
 
 def test_default_pipeline_reproduces_committed_metrics(tmp_path: Path) -> None:
@@ -159,7 +195,11 @@ def test_default_pipeline_reproduces_committed_metrics(tmp_path: Path) -> None:
     for name in METRIC_FILES:
         assert fresh[name].keys() == committed[name].keys(), name
         for key, value in committed[name].items():
-            if isinstance(value, float):
+            if name == "compress" and key in SIZE_KEYS:
+                assert math.isclose(fresh[name][key], value, rel_tol=SIZE_TOLERANCE), (name, key)
+            elif name == "compress" and key == "accuracy_drop":  # in points
+                assert math.isclose(fresh[name][key], value, abs_tol=100 * TOLERANCE), (name, key)
+            elif isinstance(value, float):
                 assert math.isclose(fresh[name][key], value, abs_tol=TOLERANCE), (name, key)
             else:
                 assert fresh[name][key] == value, (name, key)

@@ -10,6 +10,7 @@ import yaml
 
 from nncompress.errors import ParamError
 from nncompress.params import (
+    CompressParams,
     DownloadParams,
     FinetuneParams,
     GradualPruneParams,
@@ -38,6 +39,7 @@ CLASSES = {
     "prune_finetune": SeedsParams,
     "prune_global": SeedsParams,
     "prune_gradual": GradualPruneParams,
+    "compress": CompressParams,
     "prune_structured": SeedsParams,
 }
 SEEDS_SECTIONS = ("prune_random", "prune_finetune", "prune_global", "prune_gradual", "prune_structured")
@@ -86,6 +88,16 @@ def test_reference_params_file_parses_to_the_reference_values():
         assert section(params, SeedsParams, name) == SeedsParams(seeds=[0])
     assert section(params, GradualPruneParams, "prune_gradual") == GradualPruneParams(
         seeds=[0], steps=10, ramp=0.6, scope="global"
+    )
+    assert section(params, CompressParams, "compress") == CompressParams(
+        method="gradual",
+        sparsity=0.96,
+        bits=4,
+        centroid_epochs=10,
+        centroid_lr=0.001,
+        seed=0,
+        sweep_sparsities=[0.9, 0.95, 0.96, 0.97, 0.98],
+        sweep_bits=[2, 3, 4, 5, 6, 8],
     )
 
 
@@ -138,6 +150,14 @@ def test_integers_are_accepted_where_numbers_are_expected_and_become_floats():
         ("prune_gradual", "ramp", 0.001),
         ("prune_gradual", "scope", "layer"),
         ("prune_gradual", "scope", "global"),
+        ("compress", "method", "global"),
+        ("compress", "method", "layer"),
+        ("compress", "sparsity", 0.0),
+        ("compress", "bits", 1),
+        ("compress", "bits", 8),
+        ("compress", "centroid_epochs", 0),
+        ("compress", "sweep_bits", []),
+        ("compress", "sweep_sparsities", [0.0, 0.999]),
     ],
 )
 def test_boundary_values_are_accepted(name, key, value):
@@ -249,6 +269,14 @@ def test_wrong_type_inside_a_list_names_the_element():
         ("prune_gradual", "ramp", -0.5, "a fraction of the fine-tuning budget in (0, 1]"),
         ("prune_gradual", "scope", "channel", "one of layer, global"),
         ("prune_gradual", "scope", "Global", "one of layer, global"),
+        ("compress", "method", "random", "one of gradual, global, layer"),
+        ("compress", "sparsity", 1.0, "a fraction of weights removed, in [0, 1)"),
+        ("compress", "sparsity", -0.1, "a fraction of weights removed, in [0, 1)"),
+        ("compress", "bits", 0, "bits per shared weight, in 1..8"),
+        ("compress", "bits", 9, "bits per shared weight, in 1..8"),
+        ("compress", "centroid_epochs", -1, ">= 0"),
+        ("compress", "centroid_lr", 0.0, "> 0"),
+        ("compress", "seed", -1, "a seed in [0, 2**32)"),
     ],
 )
 def test_out_of_range(name, key, value, expected):

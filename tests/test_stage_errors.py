@@ -46,6 +46,12 @@ OUTPUTS = {
     "prune_magnitude": {"--csv": "out/prune_magnitude.csv", "--metrics": "out/prune_magnitude.json"},
     "prune_gradual": {"--csv": "out/prune_gradual.csv", "--metrics": "out/prune_gradual.json"},
     "control": {"--metrics": "out/control.json"},
+    "compress": {
+        "--out": "out/model.nnc",
+        "--csv": "out/compress.csv",
+        "--png": "out/compress.png",
+        "--metrics": "out/compress.json",
+    },
     "split": {"--out": "out/split/", "--samples": "out/samples.png"},
     "download": {"--out": "out/mnist/"},
 }
@@ -137,6 +143,21 @@ CASES = {
         "control",
         ("params.yaml: finetune.epochs must be >= 0, got -1",),
         set_value("finetune", "epochs", -1),
+    ),
+    "compress_nine_bits": Case(
+        "compress",
+        ("params.yaml: compress.sweep_bits must be bits per shared weight, in 1..8, got 9",),
+        set_value("compress", "sweep_bits", [4, 9]),
+    ),
+    "compress_unknown_method": Case(
+        "compress",
+        ("params.yaml: compress.method must be one of gradual, global, layer, got 'random'",),
+        set_value("compress", "method", "random"),
+    ),
+    "compress_checkpoint_mismatch": Case(
+        "compress",
+        ("in/model.pt: fc1.weight has shape [8, 784], the model in params.yaml expects [256, 784]",),
+        prepare=small_checkpoint,
     ),
     "split_train_size_too_large": Case(
         "split",
