@@ -9,7 +9,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench
+.PHONY: setup repro test lint bench bench-inference
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,6 @@ test: lint
 
 bench: setup
 	python benchmarks/repro_time.py
+
+bench-inference: setup  # needs models/model.pt and models/model.nnc: run `make repro` first
+	python benchmarks/inference.py

@@ -158,8 +158,9 @@ def decode(data: bytes, source: str = "file") -> tuple[dict[str, Any], dict[str,
         raise CheckpointError(f"{source}: corrupted (CRC-32 mismatch)")
     try:
         return _decode_body(body)
-    except (ValueError, KeyError, TypeError, RecursionError, struct.error, UnicodeDecodeError) as exc:
-        # Only a file written by another encoder (its CRC is right) can get here.
+    except (ValueError, KeyError, TypeError, RecursionError, AssertionError, struct.error, UnicodeDecodeError) as exc:
+        # Only a file written by another encoder (its CRC is right) can get here; constriction
+        # reports a stream its models cannot have produced with an AssertionError.
         raise CheckpointError(f"{source}: invalid content ({exc})") from None
 
 

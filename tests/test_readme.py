@@ -56,3 +56,29 @@ def test_quick_start_is_what_ci_runs() -> None:
     assert "make repro" in README and "make test" in README
     ci = (ROOT / ".ci/run").read_text()
     assert ci.rstrip().endswith("make test")
+
+
+def compress_cell(row: pd.Series) -> str:
+    """A cell of the README's size/accuracy grid: bytes, ratio, test accuracy of the decoded file."""
+    return f"{int(row.bytes):,} B, {row.ratio:.0f}x, {fmt(row.test_accuracy)}"
+
+
+def test_quotes_the_committed_compression_result() -> None:
+    c = metrics("compress")
+    assert (
+        f"| dense fp32 `state_dict` (`models/model.pt`) | {c['dense_bytes']:,} | 1x | {fmt(c['dense_test_accuracy'])} |"
+        in README
+    )
+    shipped = (
+        f"| {c['sparsity']:.0%} sparse, {c['bits']} bits (`models/model.nnc`) | {c['compressed_bytes']:,} "
+        f"| {c['ratio']:.1f}x | {fmt(c['test_accuracy'])} |"
+    )
+    assert shipped in README, shipped
+    assert f"accuracy_drop {c['accuracy_drop']:.2f}" in README
+
+
+def test_quotes_the_committed_compression_grid() -> None:
+    table = pd.read_csv(ROOT / "plots/compress.csv")
+    for sparsity, group in table.groupby("sparsity"):
+        line = f"| {sparsity:.0%} | " + " | ".join(compress_cell(row) for row in group.itertuples()) + " |"
+        assert line in README, line

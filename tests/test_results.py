@@ -48,3 +48,17 @@ def test_best_method_within_1_point_at_95_and_2_points_at_98_percent_sparsity() 
 def test_every_sweep_reports_the_same_keys() -> None:
     keys = {m: set(load(f"prune_{m}")) for m in ("random", "magnitude", *RETRAINING)}
     assert len({frozenset(k) for k in keys.values()}) == 1, keys
+
+
+def test_compressed_file_at_least_50x_smaller_within_half_a_point() -> None:
+    c = load("compress")
+    assert c["ratio"] >= 50
+    assert abs(c["ratio"] - c["dense_bytes"] / c["compressed_bytes"]) < 1e-4  # the JSON rounds to 6 decimals
+    assert c["accuracy_drop"] <= 0.5
+    assert abs(c["accuracy_drop"] - 100 * (load("train")["test_accuracy"] - c["test_accuracy"])) < 1e-3
+
+
+def test_compressed_file_size_counts_every_byte_against_the_dense_checkpoint() -> None:
+    """dense_bytes is torch.save of the fp32 state_dict: 203,530 float32 values plus the archive."""
+    c = load("compress")
+    assert 203_530 * 4 < c["dense_bytes"] < 203_530 * 4 * 1.01
