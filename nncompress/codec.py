@@ -196,6 +196,14 @@ def _decode_body(body: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor], 
     return arch, state, layers
 
 
+def from_bytes(data: bytes, source: str = "file") -> MLP:
+    """The ordinary PyTorch MLP (eval mode) that a file's bytes hold."""
+    arch, state, _ = decode(data, source)
+    model = MLP(arch["hidden_size"], arch["activation"], arch["dropout"])
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def load(path: str | Path) -> MLP:
     """Read a .nnc file into an ordinary PyTorch MLP (eval mode)."""
     path = Path(path)
@@ -205,7 +213,4 @@ def load(path: str | Path) -> MLP:
         raise CheckpointError(f"{path}: missing (run the compress stage first: dvc repro compress)") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    arch, state, _ = decode(data, str(path))
-    model = MLP(arch["hidden_size"], arch["activation"], arch["dropout"])
-    model.load_state_dict(state)
-    return model.eval()
+    return from_bytes(data, str(path))

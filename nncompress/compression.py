@@ -57,10 +57,7 @@ def share_and_finetune(pruned: MLP, bits: int, retrain: Retrainer | None) -> tup
 
 def decoded(data: bytes) -> MLP:
     """The model exactly as a user gets it from the file's bytes."""
-    arch, state, _ = codec.decode(data)
-    model = MLP(arch["hidden_size"], arch["activation"], arch["dropout"])
-    model.load_state_dict(state)
-    return model.eval()
+    return codec.from_bytes(data)
 
 
 def compress_grid(
