@@ -13,7 +13,7 @@ from nncompress.data import Split
 from nncompress.gradual import GradualPruner
 from nncompress.model import MLP
 from nncompress.params import FinetuneParams
-from nncompress.pruning import PruneFn
+from nncompress.pruning import PruneFn, global_magnitude_prune, magnitude_prune
 from nncompress.structured import neuron_prune, shrink
 from nncompress.sweep import Method
 from nncompress.training import fit
@@ -50,6 +50,11 @@ class Retrainer:
             before_step=before_step,
             device=self.device,
         )
+
+
+def magnitude_by_scope(scope: str) -> PruneFn:
+    """Magnitude pruning with one threshold across layers ("global") or per layer ("layer")."""
+    return global_magnitude_prune if scope == "global" else magnitude_prune
 
 
 def one_shot(prune_fn: PruneFn, retrain: Retrainer | None = None) -> Method:

@@ -15,7 +15,7 @@ from nncompress import model as model_lib
 from nncompress.cli import run_stage
 from nncompress.data import load_split
 from nncompress.fileio import write_bytes, write_csv, write_json
-from nncompress.methods import Retrainer, gradual, one_shot
+from nncompress.methods import Retrainer, gradual, magnitude_by_scope, one_shot
 from nncompress.params import (
     CompressParams,
     FinetuneParams,
@@ -24,7 +24,7 @@ from nncompress.params import (
     load_params,
     section,
 )
-from nncompress.pruning import global_magnitude_prune, magnitude_prune, sparsity
+from nncompress.pruning import sparsity
 from nncompress.training import accuracy, resolve_device
 
 
@@ -54,10 +54,9 @@ def main() -> None:
 
     retrain = Retrainer(train, val, opt, opt.epochs, device)
     if own.method == "gradual":
-        prune_fn = global_magnitude_prune if grad.scope == "global" else magnitude_prune
-        method = gradual(prune_fn, retrain, grad.steps, grad.ramp)
-    else:
-        method = one_shot(global_magnitude_prune if own.method == "global" else magnitude_prune, retrain)
+        method = gradual(magnitude_by_scope(grad.scope), retrain, grad.steps, grad.ramp)
+    else:  # "global" or "layer": one-shot magnitude pruning with that scope, then fine-tuning
+        method = one_shot(magnitude_by_scope(own.method), retrain)
 
     def prune(rate: float) -> model_lib.MLP:
         fresh = model_lib.build_model(model_params)

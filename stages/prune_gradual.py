@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from nncompress import sweep_stage
 from nncompress.cli import run_stage
-from nncompress.methods import Retrainer, gradual
+from nncompress.methods import Retrainer, gradual, magnitude_by_scope
 from nncompress.params import FinetuneParams, GradualPruneParams, load_params, section
-from nncompress.pruning import global_magnitude_prune, magnitude_prune
 from nncompress.training import resolve_device
 
 
@@ -17,7 +16,7 @@ def main() -> None:
     own = section(params, GradualPruneParams, "prune_gradual")
     opt = section(params, FinetuneParams, "finetune")
     device = resolve_device(opt.device, "finetune.device")
-    prune_fn = global_magnitude_prune if own.scope == "global" else magnitude_prune
+    prune_fn = magnitude_by_scope(own.scope)
     sweep_stage.execute(
         "gradual",
         args,

@@ -272,3 +272,11 @@ def test_structured_in_a_sweep_removes_whole_neurons(data, trained_state, epochs
         else:
             assert row.parameters == N_PARAMS
             assert row.sparsity == 0.0
+
+
+def test_magnitude_by_scope_picks_the_pruning_function() -> None:
+    from nncompress.methods import magnitude_by_scope
+    from nncompress.pruning import global_magnitude_prune, magnitude_prune
+
+    assert magnitude_by_scope("global") is global_magnitude_prune
+    assert magnitude_by_scope("layer") is magnitude_prune
