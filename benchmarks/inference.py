@@ -9,8 +9,8 @@ Four models, all in eval mode under torch.inference_mode(), fed real test images
   pruned-dense  the compressed model (--compressed) decoded to ordinary dense tensors, zeros included
   pruned-csr    the same weights as PyTorch CSR tensors, each layer a sparse x dense matmul
   shrunk        the dense model with --shrink-rate of its hidden neurons removed (neuron_prune +
-                shrink), a smaller dense MLP; its accuracy is the one the prune_structured stage
-                reached at that rate after fine-tuning (plots/prune_structured.csv): timing does
+                shrink), a smaller dense MLP; its accuracy is the one the prune@structured stage
+                reached at that rate after fine-tuning (plots/prune/structured.csv): timing does
                 not depend on the weights' values, so the benchmark does not retrain it
 
 Latency is the median time of one batch-1 forward pass (torch.utils.benchmark, blocked_autorange);
@@ -33,11 +33,11 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
-from nncompress import codec
+from nncompress import config
+from nncompress.compress import codec
 from nncompress.data import load_split
 from nncompress.model import MLP, build_model, load_checkpoint
-from nncompress.params import ModelParams, load_params, section
-from nncompress.structured import neuron_prune, shrink
+from nncompress.prune.structured import neuron_prune, shrink
 
 BATCHES = (1, 256)  # latency, throughput
 
@@ -84,7 +84,7 @@ def shrunk_at(dense: MLP, rate: float) -> MLP:
 
 
 def structured_accuracy(csv: Path, rate: float) -> float | None:
-    """Test accuracy of the fine-tuned structured model at `rate`, from the prune_structured stage."""
+    """Test accuracy of the fine-tuned structured model at `rate`, from the prune@structured stage."""
     if not csv.is_file():
         return None
     table = pd.read_csv(csv)
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--split-dir", type=Path, default=Path("data/split"), help="holds test.pt")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--shrink-rate", type=float, default=0.9, help="hidden neurons removed (default 0.9)")
-    parser.add_argument("--structured-csv", type=Path, default=Path("plots/prune_structured.csv"))
+    parser.add_argument("--structured-csv", type=Path, default=Path("plots/prune/structured.csv"))
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per measurement (default 0.5)")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per model and batch, best kept")
@@ -114,11 +114,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-    params = load_params(args.params)
+    params = config.load(args.params)
     images, labels = load_split(args.split_dir, "test")
 
     with torch.inference_mode():
-        dense = load_checkpoint(build_model(section(params, ModelParams, "model")), args.model).eval()
+        dense = load_checkpoint(build_model(params.model), args.model).eval()
         pruned = codec.load(args.compressed)
         models: dict[str, MLP] = {
             "dense": dense,
@@ -164,7 +164,7 @@ def main() -> None:
             f"| {r['latency_b1_us']:.1f} | {r['throughput_b256_img_s']:,.0f} | {up1:.2f}× / {up256:.2f}× |"
         )
     print(
-        f"\nshrunk: {args.shrink_rate:.0%} of the hidden neurons removed; its accuracy is prune_structured's "
+        f"\nshrunk: {args.shrink_rate:.0%} of the hidden neurons removed; its accuracy is prune@structured's "
         f"after fine-tuning at that rate ({args.structured_csv}), the benchmark times the untrained shape."
     )
     if args.json:

@@ -1,3 +1,14 @@
-"""Shared code for the MNIST pruning pipeline: data, model, training, pruning, reporting."""
+"""Reproducible pruning and compression of neural networks (the DVC pipeline's shared package).
 
-__version__ = "0.1.0"
+config, schema   params.yaml: its typed sections and one-line errors
+data/            MNIST download and verification, train / validation / test splits
+model, training  the network, checkpoints, SGD training and evaluation
+prune/           pruning: criteria and scope (masks), schedules, retraining, and the
+                 registry of named methods (prune/methods/, one module each)
+sweep            a method swept over compression rates, its CSV table and JSON metrics
+compress/        weight sharing, the .nnc file format and the size/accuracy grid
+plots            the pictures
+runner, fileio   what every stage script shares: one-line errors, atomic writes
+"""
+
+__version__ = "0.2.0"

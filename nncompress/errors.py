@@ -1,4 +1,4 @@
-"""Errors a user can fix, and the entry-point wrapper that prints them on one line."""
+"""The errors a user can fix. Stage scripts report them as one line (nncompress.runner.run_stage)."""
 
 from __future__ import annotations
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from nncompress.errors import CheckpointError
 from nncompress.fileio import save_torch
-from nncompress.params import ModelParams
+
+if TYPE_CHECKING:
+    from nncompress.config import ModelConfig
 
 IN_FEATURES = 28 * 28
 NUM_CLASSES = 10
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+ACTIVATIONS = tuple(_ACTIVATIONS)
+MAX_HIDDEN = 65_536  # far beyond anything useful for MNIST; refuses typos like 2560000
 
 
 class MLP(nn.Module):
@@ -31,7 +36,7 @@ class MLP(nn.Module):
         return self.fc2(self.dropout(self.act(self.fc1(x))))
 
 
-def build_model(params: ModelParams) -> MLP:
+def build_model(params: ModelConfig) -> MLP:
     return MLP(params.hidden_size, params.activation, params.dropout)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,14 +13,18 @@ from sklearn import metrics
 from torch import nn
 from tqdm import tqdm
 
-from nncompress.data import Split
-from nncompress.params import AUC_MAX_RATE
-from nncompress.pruning import make_permanent, prunable
-from nncompress.training import accuracy
+from nncompress import model as model_lib
+from nncompress.data import Split, load_splits
+from nncompress.fileio import write_csv, write_json
+from nncompress.prune import Context
+from nncompress.prune.masks import count_weights, make_permanent
+from nncompress.prune.schedule import Method
+from nncompress.training import accuracy, resolve_device
 
-# A pruning method: takes a fresh copy of the trained model and a rate, returns the pruned (and
-# possibly retrained, possibly smaller) model.
-Method = Callable[[nn.Module, float], nn.Module]
+if TYPE_CHECKING:
+    from nncompress.config import Params
+
+AUC_MAX_RATE = 0.9  # the reference's AUC spans rates 0..0.9
 
 COLUMNS = (
     "compression_rate",
@@ -37,15 +43,6 @@ REPORTED_RATES = (0.9, 0.95, 0.98, 0.99)  # test accuracy at these rates: acc_90
 def rate_seed(seed: int, rate: float) -> int:
     """A seed for one (seed, rate) pair that does not depend on which other rates are swept."""
     return int(np.random.SeedSequence([seed, round(rate * 1_000_000)]).generate_state(1)[0])
-
-
-def count_weights(model: nn.Module) -> tuple[int, int]:
-    """(nonzero, total) weights of the prunable layers; biases are not counted."""
-    nonzero = total = 0
-    for _, module in prunable(model):
-        nonzero += int((module.weight != 0).sum())
-        total += module.weight.numel()
-    return nonzero, total
 
 
 def run_sweep(
@@ -147,3 +144,28 @@ def format_table(table: pd.DataFrame) -> str:
             "test_accuracy_std": "{:.4f}".format,
         },
     )
+
+
+def sweep_method(params: Params, name: str, checkpoint: Path, split_dir: Path, csv: Path, metrics_json: Path) -> None:
+    """What a prune@<name> stage does: sweep method `name` over sweep.rates from the trained model,
+    then write its per-rate table (CSV) and summary (JSON), atomically."""
+    config = params.method(name)
+    trained = model_lib.load_checkpoint(model_lib.build_model(params.model), checkpoint)
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    train, val, test = load_splits(split_dir)
+    ctx = Context(params, train, val, resolve_device(params.finetune.device, "finetune.device"))
+
+    def fresh_copy() -> nn.Module:
+        model = model_lib.build_model(params.model)
+        model.load_state_dict(state)
+        return model
+
+    runs = run_sweep(
+        params.sweep.rates, fresh_copy, config.build(ctx), val, test, seeds=config.sweep_seeds(), desc=name
+    )
+    table, summary = aggregate(runs), summarize(runs, config.budget(ctx))
+    write_csv(csv, table)
+    write_json(metrics_json, summary)
+    print(f"\n{name} pruning (test: {len(test[1])} images, validation: {len(val[1])} images)")
+    print(format_table(table))
+    print(f"AUC over rates 0..0.9: test {summary['auc']:.4f}, validation {summary['auc_val']:.4f}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -11,6 +12,12 @@ from tqdm import tqdm
 
 from nncompress.data import Split
 from nncompress.errors import ParamError
+from nncompress.model import build_model
+
+if TYPE_CHECKING:
+    from nncompress.config import ModelConfig, TrainConfig
+
+DEVICES = ("auto", "cpu", "cuda")  # auto: the GPU when PyTorch sees one
 
 
 def resolve_device(name: str, key: str) -> torch.device:
@@ -56,6 +63,7 @@ def fit(
     desc: str = "train",
     before_step: Callable[[int], None] | None = None,
     device: torch.device | None = None,
+    iterations: int | None = None,
 ) -> list[dict[str, float]]:
     """Train with cross-entropy and SGD; return the log of the run.
 
@@ -64,13 +72,14 @@ def fit(
     shuffling, batches follow file order, as in the reference. Pruning masks registered with
     torch.nn.utils.prune stay applied, so pruned weights remain zero. `before_step(i)` runs before
     iteration i (0-based), e.g. to prune gradually. With `device`, the model moves there (pruning
-    masks included) and the training data with it.
+    masks included) and the training data with it. `iterations` stops training early, after that
+    many steps: the weights are then exactly those of a full run at that step.
     """
     if device is not None:
         model.to(device)
     images, labels = (t.to(_device_of(model)) for t in train)
     n_batches = math.ceil(len(images) / batch_size)
-    total = epochs * n_batches
+    total = epochs * n_batches if iterations is None else min(iterations, epochs * n_batches)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
@@ -79,8 +88,12 @@ def fit(
     model.train()
     with tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, mininterval=0.5, disable=total == 0) as bar:
         for epoch in range(epochs):
+            if iteration == total:
+                break
             order = torch.randperm(len(images), generator=generator) if shuffle else None
             for b in range(n_batches):
+                if iteration == total:
+                    break
                 idx = slice(b * batch_size, (b + 1) * batch_size)
                 if order is not None:
                     idx = order[idx]
@@ -107,3 +120,37 @@ def fit(
                 bar.update()
     model.eval()
     return log
+
+
+def train_model(
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    train: Split,
+    val: Split,
+    *,
+    device: torch.device,
+    iterations: int | None = None,
+    log_every: int | None = None,
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """The train stage's run: a freshly initialised network trained with the `train` section.
+
+    Seeded from `cfg.seed` (weight init, dropout, shuffling), so with `iterations` it replays the
+    first steps of that run exactly, which is what rewinding to early-training weights needs.
+    """
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg)
+    log = fit(
+        model,
+        train,
+        val,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        shuffle=cfg.shuffle,
+        seed=cfg.seed,
+        log_every=cfg.log_every if log_every is None else log_every,
+        device=device,
+        iterations=iterations,
+    )
+    return model, log

@@ -6,72 +6,48 @@ every setting of the sweep grid too, reporting the accuracy of each model as dec
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-from pathlib import Path
-
-from nncompress import codec, compression, plots
+from nncompress import config, plots
 from nncompress import model as model_lib
-from nncompress.cli import run_stage
-from nncompress.data import load_split
+from nncompress.compress import codec, grid
+from nncompress.data import load_splits
 from nncompress.fileio import write_bytes, write_csv, write_json
-from nncompress.methods import Retrainer, gradual, magnitude_by_scope, one_shot
-from nncompress.params import (
-    CompressParams,
-    FinetuneParams,
-    GradualPruneParams,
-    ModelParams,
-    load_params,
-    section,
-)
-from nncompress.pruning import sparsity
+from nncompress.prune import Context
+from nncompress.prune.masks import sparsity
+from nncompress.prune.retrain import Retrainer
+from nncompress.runner import arguments, run_stage
 from nncompress.training import accuracy, resolve_device
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--split-dir", type=Path, default=Path("data/split"))
-    parser.add_argument("--out", type=Path, default=Path("models/model.nnc"))
-    parser.add_argument("--csv", type=Path, default=Path("plots/compress.csv"))
-    parser.add_argument("--png", type=Path, default=Path("plots/compress.png"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/compress.json"))
-    return parser.parse_args()
-
-
 def main() -> None:
-    args = parse_args()
-    params = load_params(args.params)
-    model_params = section(params, ModelParams, "model")
-    opt = section(params, FinetuneParams, "finetune")
-    grad = section(params, GradualPruneParams, "prune_gradual")
-    own = section(params, CompressParams, "compress")
-    device = resolve_device(opt.device, "finetune.device")
-    dense = model_lib.load_checkpoint(model_lib.build_model(model_params), args.model)
+    args = arguments(
+        __doc__,
+        out="models/model.nnc",
+        csv="plots/compress.csv",
+        png="plots/compress.png",
+        metrics="metrics/compress.json",
+    ).parse_args()
+    params = config.load(args.params)
+    own = params.compress
+    device = resolve_device(params.finetune.device, "finetune.device")
+    dense = model_lib.load_checkpoint(model_lib.build_model(params.model), args.model)
     state = {k: v.clone() for k, v in dense.state_dict().items()}
-    train, val, test = (load_split(args.split_dir, name) for name in ("train", "val", "test"))
-
-    retrain = Retrainer(train, val, opt, opt.epochs, device)
-    if own.method == "gradual":
-        method = gradual(magnitude_by_scope(grad.scope), retrain, grad.steps, grad.ramp)
-    else:  # "global" or "layer": one-shot magnitude pruning with that scope, then fine-tuning
-        method = one_shot(magnitude_by_scope(own.method), retrain)
+    train, val, test = load_splits(args.split_dir)
+    method = params.method(own.method).build(Context(params, train, val, device))
 
     def prune(rate: float) -> model_lib.MLP:
-        fresh = model_lib.build_model(model_params)
+        fresh = model_lib.build_model(params.model)
         fresh.load_state_dict(state)
         return method(fresh, rate)
 
-    dense_bytes = compression.state_dict_bytes(dense)
+    dense_bytes = grid.state_dict_bytes(dense)
     dense_acc = accuracy(dense, test)
     shipped = (own.sparsity, own.bits)
     settings = {(s, b) for s in own.sweep_sparsities for b in own.sweep_bits} | {shipped}
-    centroid_opt = dataclasses.replace(opt, lr=own.centroid_lr)
-    table, files = compression.compress_grid(
+    centroid_device = resolve_device(own.centroid.device, "compress.centroid.device")
+    table, files = grid.compress_grid(
         sorted(settings),
         prune,
-        Retrainer(train, val, centroid_opt, own.centroid_epochs, device),
+        Retrainer(train, val, own.centroid, own.centroid.epochs, centroid_device),
         val,
         test,
         dense_bytes=dense_bytes,

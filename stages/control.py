@@ -3,33 +3,24 @@ fine-tuning budget, so gains from pruning-with-retraining are not just more trai
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
 
-from nncompress.cli import run_stage
-from nncompress.data import load_split
+from nncompress import config
+from nncompress.data import load_splits
 from nncompress.fileio import write_json
-from nncompress.methods import Retrainer
 from nncompress.model import build_model, load_checkpoint
-from nncompress.params import FinetuneParams, ModelParams, load_params, section
+from nncompress.prune.retrain import Retrainer
+from nncompress.runner import arguments, run_stage
 from nncompress.training import accuracy, resolve_device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--split-dir", type=Path, default=Path("data/split"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/control.json"))
-    args = parser.parse_args()
-    params = load_params(args.params)
-    model_params = section(params, ModelParams, "model")
-    opt = section(params, FinetuneParams, "finetune")
+    args = arguments(__doc__, metrics="metrics/control.json").parse_args()
+    params = config.load(args.params)
+    opt = params.finetune
     device = resolve_device(opt.device, "finetune.device")
-    model = load_checkpoint(build_model(model_params), args.model)
-    train, val, test = (load_split(args.split_dir, name) for name in ("train", "val", "test"))
+    model = load_checkpoint(build_model(params.model), args.model)
+    train, val, test = load_splits(args.split_dir)
     before = accuracy(model, test)
     torch.manual_seed(0)
     Retrainer(train, val, opt, opt.epochs, device)(model)

@@ -1,28 +1,33 @@
-"""Stage report: one PNG of test accuracy vs compression for every pruning method, with the dense
-model and its equal-budget control as reference lines."""
+"""Stage report: test accuracy against compression rate for every method in sweep.methods, as one
+table (plots/accuracy_vs_rate.csv, a column per method, which `dvc plots` draws) and one PNG with
+the dense model and its equal-budget control as reference lines."""
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import pandas as pd
 
-from nncompress import plots
-from nncompress.cli import run_stage
+from nncompress import config, plots
 from nncompress.errors import DataError
+from nncompress.fileio import write_csv
+from nncompress.runner import arguments, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("methods", nargs="+", help="methods whose plots/prune_<method>.csv to draw")
-    parser.add_argument("--control", type=Path, default=Path("metrics/control.json"))
-    parser.add_argument("--out", type=Path, default=Path("plots/accuracy_vs_rate.png"))
-    args = parser.parse_args()
+    args = arguments(
+        __doc__,
+        checkpoint=False,
+        plots="plots/prune",  # the sweeps' <method>.csv ...
+        metrics="metrics/prune",  # ... and <method>.json
+        control="metrics/control.json",
+        csv="plots/accuracy_vs_rate.csv",
+        out="plots/accuracy_vs_rate.png",
+    ).parse_args()
+    methods = config.load(args.params).sweep.methods
     tables, aucs = {}, {}
-    for method in args.methods:
-        csv, metrics = Path(f"plots/prune_{method}.csv"), Path(f"metrics/prune_{method}.json")
+    for method in methods:
+        csv, metrics = args.plots / f"{method}.csv", args.metrics / f"{method}.json"
         try:
             tables[method] = pd.read_csv(csv)
             aucs[method] = float(json.loads(metrics.read_text())["auc"])
@@ -31,14 +36,17 @@ def main() -> None:
         missing = {"compression_rate", "test_accuracy"} - set(tables[method].columns)
         if missing:
             raise DataError(f"{csv}: missing columns {sorted(missing)}")
-    references = {}
     try:
         control = json.loads(args.control.read_text())
         references = {"dense": control["dense_test_accuracy"], "dense + fine-tuning budget": control["test_accuracy"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"cannot read {args.control} ({type(exc).__name__}: {exc})") from None
+    wide = pd.concat(
+        {m: t.set_index("compression_rate")["test_accuracy"] for m, t in tables.items()}, axis=1
+    ).rename_axis("compression_rate")
+    write_csv(args.csv, wide.reset_index())
     plots.accuracy_vs_rate(tables, aucs, args.out, references)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.csv} and {args.out}")
 
 
 if __name__ == "__main__":

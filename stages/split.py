@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from nncompress import mnist, plots
-from nncompress.cli import run_stage
-from nncompress.data import make_splits, save_splits
-from nncompress.params import SplitParams, load_params, section
+from nncompress import config, plots
+from nncompress.data import make_splits, mnist, save_splits
+from nncompress.runner import arguments, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--data", type=Path, default=Path("data/mnist"))
-    parser.add_argument("--out", type=Path, default=Path("data/split"))
-    parser.add_argument("--samples", type=Path, default=Path("plots/samples.png"))
-    args = parser.parse_args()
-    params = section(load_params(args.params), SplitParams, "split")
+    args = arguments(
+        __doc__, checkpoint=False, data="data/mnist", out="data/split", samples="plots/samples.png"
+    ).parse_args()
+    params = config.load(args.params).split
     mnist.verify(args.data)
     splits = make_splits(mnist.load_raw(args.data), params)
     save_splits(splits, args.out)

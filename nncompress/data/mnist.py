@@ -23,6 +23,8 @@ from nncompress.fileio import atomic_path
 # The official file names and MD5 sums, as torchvision downloads and checks them.
 FILES: dict[str, str] = dict(MNIST.resources)
 MIRROR_ENV = "MNIST_MIRROR"
+TRAIN_SIZE = 60_000  # images in the official training file
+TEST_SIZE = 10_000  # and in the test file
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/); MNIST uses only unsigned bytes.
 _IDX_UBYTE = 0x08

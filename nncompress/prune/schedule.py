@@ -1,10 +1,37 @@
-"""Gradual magnitude pruning with the cubic sparsity schedule of Zhu & Gupta (2017)."""
+"""When pruning happens relative to retraining: once before it, or gradually during it.
+
+A schedule combines a pruning step (`masks.PruneFn`) and a retraining budget (`Retrainer`) into a
+`Method`: (fresh copy of the trained model, rate) -> pruned model.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
-from nncompress.pruning import PruneFn, make_permanent
+from nncompress.prune.masks import PruneFn, make_permanent
+from nncompress.prune.retrain import Retrainer
+
+Method = Callable[[nn.Module, float], nn.Module]
+
+
+def one_shot(
+    prune_fn: PruneFn,
+    retrain: Retrainer | None = None,
+    reshape: Callable[[nn.Module], nn.Module] | None = None,
+) -> Method:
+    """Prune once to the rate, optionally `reshape` (e.g. shrink to a smaller network), then retrain."""
+
+    def method(model: nn.Module, rate: float) -> nn.Module:
+        prune_fn(model, rate)
+        if reshape is not None:
+            model = reshape(model)
+        if retrain is not None and retrain.epochs > 0:
+            retrain(model)
+        return model
+
+    return method
 
 
 def cubic_sparsity(step: int, steps: int, final: float, initial: float = 0.0) -> float:
@@ -41,3 +68,17 @@ class GradualPruner:
         make_permanent(self.model)
         self.prune_fn(self.model, cubic_sparsity(step, self.steps, self.final))
         self.done = step
+
+
+def gradual(prune_fn: PruneFn, retrain: Retrainer, steps: int, ramp: float) -> Method:
+    """Zhu & Gupta (2017): sparsity rises along the cubic schedule in `steps` pruning steps spread
+    over the first `ramp` fraction of the retraining budget; the rest recovers accuracy."""
+
+    def method(model: nn.Module, rate: float) -> nn.Module:
+        every = max(int(ramp * retrain.iterations / steps), 1)
+        pruner = GradualPruner(model, prune_fn, rate, steps, every)
+        retrain(model, before_step=pruner)
+        pruner.finish()
+        return model
+
+    return method

@@ -27,11 +27,10 @@ import constriction
 import numpy as np
 import torch
 
+from nncompress.compress.quantize import MAX_BITS, SharedLayer
 from nncompress.errors import CheckpointError
 from nncompress.fileio import write_bytes
-from nncompress.model import IN_FEATURES, MLP, NUM_CLASSES
-from nncompress.params import ACTIVATIONS, MAX_HIDDEN
-from nncompress.quantize import MAX_BITS, SharedLayer
+from nncompress.model import ACTIVATIONS, IN_FEATURES, MAX_HIDDEN, MLP, NUM_CLASSES
 
 MAGIC = b"NNCZ"
 VERSION = 1

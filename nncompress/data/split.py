@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from nncompress.errors import DataError
 from nncompress.fileio import save_torch
-from nncompress.params import SplitParams
+
+if TYPE_CHECKING:
+    from nncompress.config import SplitConfig
 
 SPLITS = ("train", "val", "test")
 Split = tuple[torch.Tensor, torch.Tensor]  # images (N, 784) float32 in [0, 1], labels (N,) int64
 
 
-def make_splits(raw: dict[str, np.ndarray], params: SplitParams) -> dict[str, dict[str, torch.Tensor]]:
+def make_splits(raw: dict[str, np.ndarray], params: SplitConfig) -> dict[str, dict[str, torch.Tensor]]:
     """Slice the training file into train and validation, and take the test file's first images.
 
     Without shuffling this is the reference split: training-file images [offset, offset + train)
@@ -72,3 +75,9 @@ def load_split(split_dir: Path, name: str) -> Split:
     ):
         raise DataError(f"{path}: expected uint8 images (N, 28, 28) and N labels")
     return images.reshape(len(images), -1).float().div_(255.0), labels
+
+
+def load_splits(split_dir: Path) -> tuple[Split, Split, Split]:
+    """The train, validation and test splits."""
+    train, val, test = (load_split(split_dir, name) for name in SPLITS)
+    return train, val, test

@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nncompress.pruning import prunable
+from nncompress.prune.masks import prunable
 
 MAX_BITS = 8  # codes are stored as bytes
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn.utils import prune
 
 from nncompress.model import MLP
 
 
-def neuron_prune(model: MLP, rate: float) -> None:
+def neuron_prune(model: nn.Module, rate: float) -> None:
     """Mask the incoming weights (rows of fc1) of round(rate * hidden) hidden neurons.
 
     A neuron's importance is |W1 row| x |W2 column| (L2 norms): how strongly it is driven and how
     much it drives the output. torch's ln_structured picks the rows with the smallest norm of the
     importance scores we give it.
     """
+    if not isinstance(model, MLP):
+        raise TypeError("structured pruning needs the MLP")
     out_norm = model.fc2.weight.detach().norm(dim=0)  # (hidden,)
     scores = model.fc1.weight.detach() * out_norm[:, None]
     prune.ln_structured(model.fc1, "weight", amount=rate, n=2, dim=0, importance_scores=scores)
@@ -29,7 +32,7 @@ def kept_neurons(model: MLP) -> torch.Tensor:
 
 
 @torch.no_grad()
-def shrink(model: MLP) -> MLP:
+def shrink(model: nn.Module) -> MLP:
     """A smaller dense MLP computing exactly what `model` (with its fc1 row masks) computes.
 
     A masked neuron's output is the constant act(bias); its contribution to the logits, W2[:, j] *

@@ -11,13 +11,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from nncompress import codec
+from nncompress.compress import codec
+from nncompress.compress.quantize import SharedLayer, share_weights, unshare_weights
 from nncompress.data import Split
-from nncompress.methods import Retrainer
 from nncompress.model import MLP
-from nncompress.pruning import make_permanent
-from nncompress.quantize import SharedLayer, share_weights, unshare_weights
-from nncompress.sweep import count_weights, rate_seed
+from nncompress.prune.masks import count_weights, make_permanent
+from nncompress.prune.retrain import Retrainer
+from nncompress.sweep import rate_seed
 from nncompress.training import accuracy
 
 COLUMNS = (

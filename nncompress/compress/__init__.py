@@ -1,0 +1,2 @@
+"""Compression of a pruned network into the file that ships: k-means weight sharing (quantize),
+the entropy-coded .nnc format (codec), and the size/accuracy grid of settings (grid)."""
