@@ -41,7 +41,12 @@ from nncompress.training import DEVICES
 
 Device = Annotated[str, one_of(DEVICES)]
 Momentum = Annotated[Number, fraction()]
-Bits = Annotated[int, Check(lambda v: 1 <= v <= MAX_BITS, f"bits per shared weight, in 1..{MAX_BITS}")]
+Bits = Annotated[
+    int,
+    Check(
+        lambda v: 1 <= v <= MAX_BITS, f"bits per shared weight, in 1..{MAX_BITS}", {"minimum": 1, "maximum": MAX_BITS}
+    ),
+]
 Sparsity = Annotated[Number, fraction("a fraction of weights removed,")]
 MethodName = Annotated[str, one_of(sorted(METHODS))]
 
@@ -96,7 +101,14 @@ def _spans_the_auc(rates: list[float]) -> bool:
 
 
 class SweepConfig(Section):
-    methods: Annotated[list[MethodName], Check(_distinct, "a list without duplicates", {"uniqueItems": True})]
+    methods: Annotated[
+        list[MethodName],
+        Check(
+            lambda v: bool(v) and _distinct(v),
+            "a non-empty list without duplicates",
+            {"minItems": 1, "uniqueItems": True},
+        ),
+    ]
     rates: Annotated[
         list[Annotated[Number, fraction("a compression rate")]],
         Check(_distinct, "a list without duplicates", {"uniqueItems": True}),

@@ -9,6 +9,7 @@ what was found: `params.yaml: train.epochs must be >= 0, got -1`.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -99,7 +100,10 @@ def _number(value: Any) -> Any:
         except ValueError:
             return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer too large for a float
+            raise Invalid("a number", value) from None
     return value
 
 
@@ -141,6 +145,9 @@ def _field_type(model: type[BaseModel], loc: Sequence[str | int]) -> Any:
     """The annotation of the field at `loc` (section names first), or None."""
     tp: Any = model
     for part in loc:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+            tp = args[0]  # an optional section: look inside
         if isinstance(part, int):
             args = [a for a in typing.get_args(tp) if a is not type(None)]
             tp = args[0] if args else None

@@ -15,10 +15,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a user's clone needs to run the pipeline (results and caches are left behind).
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "nncompress", ".dvcignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "params.schema.json", "stages", "nncompress", ".dvcignore")
 
 # Small but real: a thousand MNIST images and two epochs, so the whole pipeline runs in seconds.
-SMALL_PARAMS: dict[str, dict[str, Any]] = {
+SMALL_PARAMS: dict[str, Any] = {
     "split": {"train_size": 1024, "val_size": 256, "test_size": 1000},
     "train": {"epochs": 2, "lr": 0.05, "log_every": 8},
     "sweep": {"rates": [0.0, 0.5, 0.9, 0.99]},
@@ -26,10 +26,11 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "prune_magnitude": {"finetune_epochs": 1},
     "finetune": {"epochs": 1},
     "prune_gradual": {"steps": 2},
+    "prune_lottery": {"epochs": 1, "rewind_iteration": 4},
     "compress": {
         "sparsity": 0.9,
         "bits": 4,
-        "centroid_epochs": 1,
+        "centroid": {"epochs": 1},
         "sweep_sparsities": [0.5, 0.9],
         "sweep_bits": [2, 4],
     },
@@ -70,15 +71,23 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run(["git", *args], repo)
 
 
-def set_params(repo: Path, overrides: dict[str, dict[str, Any]]) -> None:
+def merge(target: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set `overrides` in `target`, recursing into nested sections (compress.centroid)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def set_params(repo: Path, overrides: dict[str, Any]) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    for section, values in overrides.items():
-        params[section].update(values)
+    merge(params, overrides)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_repo(dest: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
+def make_repo(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
     """A fresh git + DVC repository with the project's code and params (plus `overrides`)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
@@ -99,7 +108,7 @@ def make_repo(dest: Path, overrides: dict[str, dict[str, Any]] | None = None) ->
 
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread() -> Iterator[None]:
-    """One torch thread, as the stages run (cli.run_stage): tiny models gain nothing from more, and
+    """One torch thread, as the stages run (runner.run_stage): tiny models gain nothing from more, and
     on a busy machine extra threads wait for each other and make the tests many times slower."""
     import torch
 

@@ -15,11 +15,13 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from nncompress import codec
+from nncompress.compress import codec
+from nncompress.compress.quantize import share_weights, unshare_weights
 from nncompress.errors import CheckpointError
 from nncompress.model import MLP
-from nncompress.pruning import magnitude_prune, make_permanent, prunable
-from nncompress.quantize import share_weights, unshare_weights
+from nncompress.prune.masks import make_permanent, prunable, unstructured
+
+magnitude_prune = unstructured("magnitude", "layer")  # the old pruning.magnitude_prune
 
 
 def shared_model(hidden=16, activation="sigmoid", bits=3, sparsity=(0.5, 0.5), dropout=0.15, seed=0):

@@ -8,18 +8,20 @@ import pytest
 import torch
 from torch.nn.utils import parametrize, prune
 
-from nncompress import codec, compression
-from nncompress.compression import COLUMNS, compress_grid, decoded, setting_seed, share_and_finetune, state_dict_bytes
+from nncompress.compress import codec
+from nncompress.compress import grid as compression  # `grid` is the name of a fixture below
+from nncompress.compress.grid import COLUMNS, compress_grid, decoded, setting_seed, share_and_finetune, state_dict_bytes
+from nncompress.compress.quantize import kmeans_share
+from nncompress.config import OptimiserConfig
 from nncompress.fileio import save_torch
-from nncompress.methods import Retrainer
 from nncompress.model import MLP
-from nncompress.params import FinetuneParams
-from nncompress.pruning import magnitude_prune, make_permanent, prunable
-from nncompress.quantize import kmeans_share
+from nncompress.prune.masks import make_permanent, prunable, unstructured
+from nncompress.prune.retrain import Retrainer
 from nncompress.sweep import rate_seed
 from nncompress.training import accuracy
 
 HIDDEN = 16
+magnitude_prune = unstructured("magnitude", "layer")  # the old pruning.magnitude_prune
 SETTINGS = [(0.9, 4), (0.5, 2), (0.9, 2), (0.5, 4)]  # deliberately unsorted
 
 
@@ -45,7 +47,7 @@ def trained_state():
 
 
 def retrainer(data, epochs=1):
-    opt = FinetuneParams(epochs=epochs, lr=0.5, batch_size=16, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(epochs=epochs, lr=0.5, batch_size=16, momentum=0.9, shuffle=True, device="cpu")
     return Retrainer(data["train"], data["val"], opt, epochs)
 
 

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from nncompress.data import load_split, make_splits, save_splits
+from nncompress import data
+from nncompress.config import SplitConfig
+from nncompress.data import load_split, load_splits, make_splits, save_splits
+from nncompress.data import split as split_module
 from nncompress.errors import DataError
-from nncompress.params import SplitParams
 
 N_TRAIN, N_TEST = 100, 30
 
@@ -33,7 +35,7 @@ def ids(split):
 def params(**kwargs):
     values = {"train_size": 40, "val_size": 20, "offset": 10, "test_size": 15, "shuffle": False, "seed": 0}
     values.update(kwargs)
-    return SplitParams(**values)
+    return SplitConfig(**values)
 
 
 def test_default_split_takes_consecutive_slices():
@@ -132,6 +134,20 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(images, expected)
     images, _ = load_split(out, "train")
     assert torch.equal(images[0], torch.full((784,), 10 / 255.0))
+
+
+def test_load_splits_returns_train_val_test_in_that_order(tmp_path):
+    splits = make_splits(raw_arrays(), params())
+    save_splits(splits, tmp_path)
+    loaded = load_splits(tmp_path)
+    assert [len(labels) for _, labels in loaded] == [40, 20, 15]
+    for (_, labels), name in zip(loaded, ("train", "val", "test"), strict=True):
+        assert torch.equal(labels, splits[name]["labels"])
+
+
+def test_data_package_re_exports_the_split_module():
+    for name in ("Split", "load_split", "load_splits", "make_splits", "save_splits"):
+        assert getattr(data, name) is getattr(split_module, name)
 
 
 def test_load_split_full_range_scaling(tmp_path):

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
+from nncompress import config
 from nncompress.errors import ParamError
 from nncompress.model import MLP
-from nncompress.params import TrainParams, parse_section
-from nncompress.training import accuracy, fit, resolve_device
+from nncompress.training import DEVICES, accuracy, fit, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -38,8 +38,32 @@ def test_cuda_without_a_gpu_is_a_param_error(monkeypatch):
 
 def test_unknown_device_is_refused_by_params():
     with pytest.raises(ParamError) as info:
-        parse_section(TrainParams, "train", {**REFERENCE["train"], "device": "tpu"})
+        config.parse_section("train", {**REFERENCE["train"], "device": "tpu"})
     assert str(info.value) == "params.yaml: train.device must be one of auto, cpu, cuda, got 'tpu'"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "data"),
+    [
+        ("finetune", "finetune.device", {**REFERENCE["finetune"], "device": "tpu"}),
+        (
+            "compress",
+            "compress.centroid.device",
+            {**REFERENCE["compress"], "centroid": {**REFERENCE["compress"]["centroid"], "device": "tpu"}},
+        ),
+    ],
+)
+def test_unknown_device_is_refused_in_every_optimiser_block(section, key, data):
+    with pytest.raises(ParamError) as info:
+        config.parse_section(section, data)
+    assert str(info.value) == f"params.yaml: {key} must be one of auto, cpu, cuda, got 'tpu'"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_params_accept_exactly_the_devices_training_knows(device):
+    """training.DEVICES owns the list: every name it resolves is a valid `device` value."""
+    assert DEVICES == ("auto", "cpu", "cuda")
+    assert config.parse_section("train", {**REFERENCE["train"], "device": device}).device == device
 
 
 def test_fit_moves_model_and_data_to_the_device_it_is_given():

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import ROOT, SMALL_PARAMS, dvc, git, make_repo, set_params
+
+from nncompress.prune import METHODS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mnist_available")]
 
-METHODS = ("random", "magnitude", "finetune", "global", "gradual", "structured")
-METRIC_FILES = ("train", "control", *(f"prune_{m}" for m in METHODS), "compress")
+METRIC_FILES = ("train", "control", *(f"prune/{m}" for m in sorted(METHODS)), "compress")
 SWEEP_KEYS = {"auc", "auc_val", "auc_std", "acc_90", "acc_95", "acc_98", "acc_99", "finetune_epochs", "seeds"}
 RATES = [0.0, 0.5, 0.9, 0.99]
 
@@ -53,9 +55,9 @@ def test_repro_writes_every_output(small_repo: Path) -> None:
     assert metrics["train"]["test_accuracy"] > 0.5  # 64 SGD steps get far above chance (0.1)
     dense_parameters = metrics["train"]["parameters"]
     for method in METHODS:
-        assert set(metrics[f"prune_{method}"]) == SWEEP_KEYS
-        assert metrics[f"prune_{method}"]["acc_95"] is None  # not swept here
-        table = pd.read_csv(small_repo / f"plots/prune_{method}.csv")
+        assert set(metrics[f"prune/{method}"]) == SWEEP_KEYS
+        assert metrics[f"prune/{method}"]["acc_95"] is None  # not swept here
+        table = pd.read_csv(small_repo / f"plots/prune/{method}.csv")
         assert list(table["compression_rate"]) == RATES
         # Structured pruning removes whole neurons: within one neuron (1/256) of the rate.
         tolerance = 1 / 256 if method == "structured" else 1e-5
@@ -63,11 +65,20 @@ def test_repro_writes_every_output(small_repo: Path) -> None:
         assert {"val_accuracy", "test_accuracy", "test_accuracy_std", "seeds"} <= set(table.columns)
         smaller = table["parameters"].iloc[1:] < dense_parameters
         assert smaller.all() if method == "structured" else not smaller.any()
-    assert metrics["prune_random"]["seeds"] == 2
-    assert pd.read_csv(small_repo / "plots/prune_random.csv")["test_accuracy_std"].iloc[1:].gt(0).all()
-    assert metrics["prune_magnitude"]["finetune_epochs"] == 1
-    assert metrics["prune_gradual"]["finetune_epochs"] == 1
+    assert metrics["prune/random"]["seeds"] == 2
+    assert pd.read_csv(small_repo / "plots/prune/random.csv")["test_accuracy_std"].iloc[1:].gt(0).all()
+    assert metrics["prune/magnitude"]["finetune_epochs"] == 1
+    assert metrics["prune/gradual"]["finetune_epochs"] == 1
+    assert metrics["prune/lottery"]["finetune_epochs"] == 2  # 2 rounds of 1 epoch
     assert metrics["control"]["finetune_epochs"] == 1
+
+    # The report's table: one column per method of sweep.methods, in that order.
+    wide = pd.read_csv(small_repo / "plots/accuracy_vs_rate.csv")
+    methods = yaml.safe_load((small_repo / "params.yaml").read_text())["sweep"]["methods"]
+    assert list(wide.columns) == ["compression_rate", *methods]
+    for method in methods:
+        table = pd.read_csv(small_repo / f"plots/prune/{method}.csv")
+        assert wide[method].tolist() == table["test_accuracy"].tolist()
 
     curve = pd.read_csv(small_repo / "plots/train_curve.csv")
     assert list(curve.columns[:5]) == ["iteration", "epoch", "loss", "train_accuracy", "val_accuracy"]
@@ -96,8 +107,9 @@ def test_plots_show(small_repo: Path, tmp_path: Path) -> None:
     titles = ("Accuracy vs compression rate", "Training loss", "Train and validation accuracy", "compressed file size")
     for title in titles:
         assert title in html
-    for method in METHODS:
-        assert f"prune_{method}.csv" in html
+    assert "accuracy_vs_rate.csv" in html
+    for method in METHODS:  # one curve per method: its column of the report's table
+        assert f'"field": "{method}"' in html
     assert "accuracy_vs_rate.png" in html
     assert "compress.png" in html
 
@@ -146,7 +158,56 @@ def test_param_change_shows_in_metrics_diff(clone: Path) -> None:
     train_diff = diff["metrics/train.json"]
     assert train_diff["iterations"] == {"old": 64, "new": 96, "diff": 32}
     assert train_diff["test_accuracy"]["new"] != train_diff["test_accuracy"]["old"]
-    assert "metrics/prune_magnitude.json" in diff
+    assert "metrics/prune/magnitude.json" in diff
+
+
+def test_one_method_param_reruns_only_that_method(clone: Path) -> None:
+    """Each method keeps its own params section: changing one reruns its prune@ stage and the report."""
+    set_params(clone, {"prune_gradual": {"steps": 1}})
+    out = dvc(clone, "repro").stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"prune@gradual", "report"}
+    params = json.loads(dvc(clone, "params", "diff", "--json").stdout)
+    assert params["params.yaml"]["prune_gradual.steps"] == {"old": 2, "new": 1, "diff": -1}
+
+
+NEW_METHOD = '''"""Global random pruning without retraining: the test's method, added through the interface alone."""
+
+from nncompress.prune.masks import unstructured
+from nncompress.prune.registry import Context, MethodConfig, register
+from nncompress.prune.schedule import Method, one_shot
+from nncompress.schema import Seeds
+
+
+@register("global_random")
+class GlobalRandom(MethodConfig):
+    seeds: Seeds
+
+    def build(self, ctx: Context) -> Method:
+        return one_shot(unstructured("random", "global"))
+
+    def budget(self, ctx: Context) -> int:
+        return 0
+'''
+
+
+def test_a_new_method_is_one_module_one_section_one_list_entry(clone: Path, tmp_path: Path) -> None:
+    (clone / "nncompress/prune/methods/global_random.py").write_text(NEW_METHOD)
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["sweep"]["methods"].append("global_random")
+    params["prune_global_random"] = {"seeds": [0, 1]}
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "global_random" in dvc(clone, "stage", "list").stdout
+    dvc(clone, "repro")
+    summary = json.loads((clone / "metrics/prune/global_random.json").read_text())
+    assert summary["seeds"] == 2 and summary["finetune_epochs"] == 0
+    table = pd.read_csv(clone / "plots/prune/global_random.csv")
+    assert table["sparsity"].tolist() == pytest.approx(RATES, abs=1e-5)
+    assert "global_random" in pd.read_csv(clone / "plots/accuracy_vs_rate.csv").columns
+    shown = json.loads(dvc(clone, "metrics", "show", "--json").stdout)
+    assert "metrics/prune/global_random.json" in next(iter(shown.values()))["data"]
+    dvc(clone, "plots", "show", "-o", str(tmp_path / "html"))
+    assert '"field": "global_random"' in (tmp_path / "html/index.html").read_text()
 
 
 def test_same_params_and_seed_give_the_same_outputs(clone: Path) -> None:
@@ -175,7 +236,7 @@ def test_experiment_run_and_show(clone: Path) -> None:
     dvc(clone, "exp", "run", "-n", "seed1", "-S", "prune_random.seeds=[1]")
     shown = dvc(clone, "exp", "show", "--csv").stdout
     assert "seed1" in shown
-    table = pd.read_csv(clone / "plots/prune_random.csv")
+    table = pd.read_csv(clone / "plots/prune/random.csv")
     assert table["seeds"].tolist() == [1] * len(RATES)
 
 

@@ -7,16 +7,16 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from nncompress.gradual import GradualPruner, cubic_sparsity
 from nncompress.model import MLP
-from nncompress.pruning import global_magnitude_prune, magnitude_prune, make_permanent, prunable
+from nncompress.prune.masks import make_permanent, prunable, unstructured
+from nncompress.prune.schedule import GradualPruner, cubic_sparsity
 from nncompress.training import fit
 
 HIDDEN = 16
 SIZES = {"fc1": 784 * HIDDEN, "fc2": HIDDEN * 10}
 TOTAL = sum(SIZES.values())
 N_TRAIN, BATCH = 64, 8  # 8 iterations per epoch
-SCOPES = {"layer": magnitude_prune, "global": global_magnitude_prune}
+SCOPES = {"layer": unstructured("magnitude", "layer"), "global": unstructured("magnitude", "global")}
 
 
 # --- the schedule -------------------------------------------------------------------------------

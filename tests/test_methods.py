@@ -10,13 +10,24 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from nncompress.gradual import cubic_sparsity
-from nncompress.methods import Retrainer, gradual, one_shot, structured
+from nncompress.config import OptimiserConfig
 from nncompress.model import MLP
-from nncompress.params import FinetuneParams
-from nncompress.pruning import global_magnitude_prune, magnitude_prune, make_permanent, prunable, random_prune
-from nncompress.structured import neuron_prune, shrink
+from nncompress.prune.masks import make_permanent, prunable, unstructured
+from nncompress.prune.retrain import Retrainer
+from nncompress.prune.schedule import cubic_sparsity, gradual, one_shot
+from nncompress.prune.structured import neuron_prune, shrink
 from nncompress.sweep import run_sweep
+
+# The old pruning functions, as criterion x scope; module constants so that `is` tells them apart.
+random_prune = unstructured("random", "layer")
+magnitude_prune = unstructured("magnitude", "layer")
+global_magnitude_prune = unstructured("magnitude", "global")
+
+
+def structured(retrain):
+    """The structured method's schedule, as nncompress/prune/methods/structured.py composes it."""
+    return one_shot(neuron_prune, retrain, reshape=shrink)
+
 
 HIDDEN = 16
 SIZES = {"fc1": 784 * HIDDEN, "fc2": HIDDEN * 10}
@@ -49,7 +60,7 @@ def fresh(state):
 
 
 def retrainer(data, epochs, batch_size=BATCH, lr=0.5, train=None):
-    opt = FinetuneParams(epochs=epochs, lr=lr, batch_size=batch_size, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(epochs=epochs, lr=lr, batch_size=batch_size, momentum=0.9, shuffle=True, device="cpu")
     return Retrainer(train or data["train"], data["val"], opt, epochs)
 
 
@@ -99,6 +110,15 @@ def test_retrainer_shuffles_with_a_seed_drawn_from_torch(data, trained_state):
     assert not torch.equal(first, trained_state["fc1.weight"])  # it did train
 
 
+def test_retrainer_takes_its_epochs_not_those_of_the_optimiser_block(data, trained_state):
+    opt = OptimiserConfig(epochs=5, lr=0.5, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
+    retrain = Retrainer(data["train"], data["val"], opt, 1)
+    assert retrain.iterations == 4
+    steps = []
+    retrain(fresh(trained_state), before_step=steps.append)
+    assert steps == [0, 1, 2, 3]
+
+
 # --- one-shot -----------------------------------------------------------------------------------
 
 
@@ -134,11 +154,33 @@ def test_one_shot_fine_tunes_the_masked_model(data, trained_state):
             seen.append((prune.is_pruned(model.fc1), int((model.fc1.weight == 0).sum())))
             super().__call__(model, before_step)
 
-    opt = FinetuneParams(epochs=3, lr=1.0, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(epochs=3, lr=1.0, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
     model = one_shot(magnitude_prune, Spy(data["train"], data["val"], opt, 3))(fresh(trained_state), 0.5)
     assert seen == [(True, round(0.5 * SIZES["fc1"]))]
     make_permanent(model)
     assert int((model.fc1.weight == 0).sum()) == round(0.5 * SIZES["fc1"])
+
+
+@pytest.mark.parametrize("epochs", [0, 1])
+def test_one_shot_reshapes_after_pruning_and_retrains_the_reshaped_model(data, trained_state, epochs):
+    events = []
+
+    def reshape(model):
+        events.append(("reshape", prune.is_pruned(model.fc1)))
+        small = MLP(hidden_size=4)
+        small.tag = "reshaped"
+        return small
+
+    class Spy(Retrainer):
+        def __call__(self, model, before_step=None):
+            events.append(("retrain", getattr(model, "tag", None)))
+            super().__call__(model, before_step)
+
+    opt = OptimiserConfig(epochs=1, lr=0.5, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
+    retrain = Spy(data["train"], data["val"], opt, epochs)
+    returned = one_shot(magnitude_prune, retrain, reshape=reshape)(fresh(trained_state), 0.5)
+    assert getattr(returned, "tag", None) == "reshaped"  # the method returns the reshaped model
+    assert events == [("reshape", True), ("retrain", "reshaped")][: 1 + epochs]  # no retraining at 0 epochs
 
 
 # --- gradual ------------------------------------------------------------------------------------
@@ -162,7 +204,7 @@ def test_gradual_prunes_along_the_schedule_within_the_ramp(data, trained_state, 
         amounts.append((iterations_seen[-1], amount))
         prune_fn(model, amount)
 
-    opt = FinetuneParams(epochs=epochs, lr=0.5, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(epochs=epochs, lr=0.5, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
     retrain = Spy(data["train"], data["val"], opt, epochs)
     torch.manual_seed(0)
     model = gradual(recording_prune, retrain, steps, ramp)(fresh(trained_state), 0.9)
@@ -272,11 +314,3 @@ def test_structured_in_a_sweep_removes_whole_neurons(data, trained_state, epochs
         else:
             assert row.parameters == N_PARAMS
             assert row.sparsity == 0.0
-
-
-def test_magnitude_by_scope_picks_the_pruning_function() -> None:
-    from nncompress.methods import magnitude_by_scope
-    from nncompress.pruning import global_magnitude_prune, magnitude_prune
-
-    assert magnitude_by_scope("global") is global_magnitude_prune
-    assert magnitude_by_scope("layer") is magnitude_prune

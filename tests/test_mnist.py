@@ -11,7 +11,7 @@ import pytest
 import yaml
 from torchvision.datasets import MNIST
 
-from nncompress import mnist
+from nncompress.data import mnist
 from nncompress.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]

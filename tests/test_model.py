@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
+from nncompress.config import ModelConfig
 from nncompress.errors import CheckpointError
-from nncompress.model import MLP, build_model, load_checkpoint, save_checkpoint
-from nncompress.params import ModelParams
+from nncompress.model import ACTIVATIONS, MLP, build_model, load_checkpoint, save_checkpoint
 
 
 class Exploit:
@@ -30,11 +32,11 @@ def test_default_mlp_has_the_reference_parameter_count():
     assert n_params(model) == 203_530  # 784*256 + 256 + 256*10 + 10
     assert model.fc1.weight.shape == (256, 784)
     assert model.fc2.weight.shape == (10, 256)
-    assert n_params(build_model(ModelParams(256, "sigmoid", 0.15))) == 203_530
+    assert n_params(build_model(ModelConfig(hidden_size=256, activation="sigmoid", dropout=0.15))) == 203_530
 
 
 def test_hidden_size_is_honoured():
-    model = build_model(ModelParams(hidden_size=16, activation="sigmoid", dropout=0.15))
+    model = build_model(ModelConfig(hidden_size=16, activation="sigmoid", dropout=0.15))
     assert n_params(model) == 784 * 16 + 16 + 16 * 10 + 10
 
 
@@ -52,11 +54,25 @@ def test_output_shape(shape):
 )
 def test_activation_is_honoured(name, cls, fn):
     torch.manual_seed(0)
-    model = build_model(ModelParams(hidden_size=8, activation=name, dropout=0.5)).eval()
+    model = build_model(ModelConfig(hidden_size=8, activation=name, dropout=0.5)).eval()
     assert type(model.act) is cls
     x = torch.randn(4, 784)
     expected = model.fc2(fn(model.fc1(x)))
     assert torch.allclose(model(x), expected)
+
+
+def test_the_model_owns_the_activation_names():
+    """config.ModelConfig accepts exactly model.ACTIVATIONS, so each must build."""
+    assert ACTIVATIONS == ("sigmoid", "relu", "tanh")
+    for name in ACTIVATIONS:
+        assert build_model(ModelConfig(hidden_size=4, activation=name, dropout=0.0)).fc1.out_features == 4
+
+
+def test_build_model_takes_anything_with_the_three_fields():
+    model = build_model(SimpleNamespace(hidden_size=12, activation="tanh", dropout=0.25))
+    assert model.fc1.weight.shape == (12, 784)
+    assert type(model.act) is nn.Tanh
+    assert model.dropout.p == 0.25
 
 
 def test_activations_give_different_outputs():
@@ -70,7 +86,7 @@ def test_activations_give_different_outputs():
 
 
 def test_dropout_is_honoured():
-    model = build_model(ModelParams(hidden_size=8, activation="sigmoid", dropout=0.3))
+    model = build_model(ModelConfig(hidden_size=8, activation="sigmoid", dropout=0.3))
     assert type(model.dropout) is nn.Dropout
     assert model.dropout.p == 0.3
     assert MLP().dropout.p == 0.15

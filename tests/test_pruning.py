@@ -9,15 +9,13 @@ import torch
 from torch.nn.utils import prune
 
 from nncompress.model import MLP
-from nncompress.pruning import (
-    global_magnitude_prune,
-    magnitude_prune,
-    make_permanent,
-    prunable,
-    random_prune,
-    sparsity,
-)
+from nncompress.prune.masks import CRITERIA, SCOPES, make_permanent, prunable, sparsity, unstructured
 from nncompress.training import fit
+
+# The old pruning module's functions, as the criterion x scope pairs that replace them.
+random_prune = unstructured("random", "layer")
+magnitude_prune = unstructured("magnitude", "layer")
+global_magnitude_prune = unstructured("magnitude", "global")
 
 RATES = (0.0, 0.1, 0.37, 0.5, 0.9, 0.99)
 METHODS = {"random": random_prune, "magnitude": magnitude_prune}
@@ -289,3 +287,56 @@ def test_global_prune_is_permanent_like_the_others():
     make_permanent(model)
     assert set(model.state_dict()) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
     assert not any(prune.is_pruned(m) for _, m in prunable(model))
+
+
+# --- criterion x scope --------------------------------------------------------------------------
+
+
+def test_criteria_are_torch_pruning_methods_and_scopes_are_layer_and_global():
+    assert {"random": prune.RandomUnstructured, "magnitude": prune.L1Unstructured} == CRITERIA
+    assert SCOPES == ("layer", "global")
+
+
+def test_unknown_scope_or_criterion_is_refused():
+    with pytest.raises(ValueError, match=r"^scope must be one of \('layer', 'global'\), got 'model'$"):
+        unstructured("magnitude", "model")
+    with pytest.raises(KeyError):
+        unstructured("smallest", "layer")
+
+
+def torch_masks(criterion, scope, seed, rate):
+    """The masks torch.nn.utils.prune's own functions give, under torch seed `seed`."""
+    model = make_model(SMALL_HIDDEN)
+    targets = [(m, "weight") for _, m in prunable(model)]
+    torch.manual_seed(seed)
+    if scope == "global":
+        method = {"random": prune.RandomUnstructured, "magnitude": prune.L1Unstructured}[criterion]
+        prune.global_unstructured(targets, pruning_method=method, amount=rate)
+    else:
+        layer_fn = {"random": prune.random_unstructured, "magnitude": prune.l1_unstructured}[criterion]
+        for module, name in targets:
+            layer_fn(module, name, amount=rate)
+    return [m.weight_mask.clone() for m, _ in targets]
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("criterion", ["random", "magnitude"])
+def test_each_pair_gives_the_masks_of_the_torch_calls(criterion, scope):
+    """Same RNG state, same masks as torch's functions: the redesign changed no result."""
+    for rate in (0.37, 0.9):
+        model = make_model(SMALL_HIDDEN)
+        torch.manual_seed(5)
+        unstructured(criterion, scope)(model, rate)
+        ours = [m.weight_mask.clone() for _, m in prunable(model)]
+        assert all(torch.equal(a, b) for a, b in zip(ours, torch_masks(criterion, scope, 5, rate), strict=True))
+        if criterion == "random":  # another seed, other masks: the seed is really used
+            other = torch_masks(criterion, scope, 6, rate)
+            assert not torch.equal(ours[0], other[0])
+
+
+def test_random_global_prunes_the_rate_over_all_layers():
+    model = make_model(SMALL_HIDDEN)
+    torch.manual_seed(0)
+    unstructured("random", "global")(model, 0.37)
+    make_permanent(model)
+    assert zeros(model.fc1.weight) + zeros(model.fc2.weight) == round(0.37 * SMALL_TOTAL)

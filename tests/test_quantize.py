@@ -8,9 +8,18 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from nncompress.compress.quantize import (
+    MAX_BITS,
+    SharedLayer,
+    SharedWeight,
+    kmeans_share,
+    share_weights,
+    unshare_weights,
+)
 from nncompress.model import MLP
-from nncompress.pruning import magnitude_prune, make_permanent, prunable
-from nncompress.quantize import MAX_BITS, SharedLayer, SharedWeight, kmeans_share, share_weights, unshare_weights
+from nncompress.prune.masks import make_permanent, prunable, unstructured
+
+magnitude_prune = unstructured("magnitude", "layer")  # the old pruning.magnitude_prune
 
 HIDDEN = 16
 

@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+
+from nncompress.prune import METHODS as REGISTERED
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-METHODS = ("random", "magnitude", "finetune", "global", "gradual", "structured")
+# The README's tables list the methods in the pipeline's order (the report's legend).
+METHODS = tuple(yaml.safe_load((ROOT / "params.yaml").read_text())["sweep"]["methods"])
 
 
 def fmt(value: float | None) -> str:
@@ -31,7 +35,7 @@ def test_quotes_the_committed_dense_and_control_accuracies() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_quotes_the_committed_summary_of_each_method(method: str) -> None:
-    s = metrics(f"prune_{method}")
+    s = metrics(f"prune/{method}")
     row = (
         f"| {method} | {s['finetune_epochs']} epochs | {fmt(s['auc'])} | {fmt(s['auc_val'])} | {fmt(s['acc_90'])} "
         f"| {fmt(s['acc_95'])} | {fmt(s['acc_98'])} | {fmt(s['acc_99'])} |"
@@ -39,8 +43,19 @@ def test_quotes_the_committed_summary_of_each_method(method: str) -> None:
     assert row in README
 
 
+def test_every_registered_method_is_in_the_readme_tables() -> None:
+    assert set(METHODS) == set(REGISTERED)
+    header = "| rate | " + " | ".join(METHODS) + " |"
+    assert header in README, header
+
+
+def test_the_stage_table_names_each_sweep_stage() -> None:
+    for method in METHODS:
+        assert f"`prune@{method}`" in README, method
+
+
 def test_quotes_the_committed_per_rate_table() -> None:
-    tables = {m: pd.read_csv(ROOT / f"plots/prune_{m}.csv") for m in METHODS}
+    tables = {m: pd.read_csv(ROOT / f"plots/prune/{m}.csv") for m in METHODS}
     for i, rate in enumerate(tables["random"]["compression_rate"]):
         cells = []
         for method in METHODS:

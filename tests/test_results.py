@@ -17,36 +17,36 @@ def test_dense_model_reaches_85_percent_on_the_official_test_set() -> None:
 
 
 def test_magnitude_pruning_auc_at_least_0_70() -> None:
-    assert load("prune_magnitude")["auc"] >= 0.70
+    assert load("prune/magnitude")["auc"] >= 0.70
 
 
 def test_magnitude_pruning_beats_random_pruning() -> None:
-    assert load("prune_magnitude")["auc"] > load("prune_random")["auc"]
+    assert load("prune/magnitude")["auc"] > load("prune/random")["auc"]
 
 
 def test_auc_within_its_bound() -> None:
     """Over rates 0..0.9 the AUC cannot exceed 0.9 x the dense accuracy (by more than noise)."""
     dense = load("train")["test_accuracy"]
     for method in ("random", "magnitude"):
-        assert 0 < load(f"prune_{method}")["auc"] <= 0.9 * dense + 0.01
+        assert 0 < load(f"prune/{method}")["auc"] <= 0.9 * dense + 0.01
 
 
-RETRAINING = ("finetune", "global", "gradual", "structured")
+RETRAINING = ("finetune", "global", "gradual", "structured", "lottery")
 
 
 def test_best_method_auc_reaches_99_percent_of_the_ceiling() -> None:
     dense = load("train")["test_accuracy"]
-    assert max(load(f"prune_{m}")["auc"] for m in RETRAINING) >= 0.99 * 0.9 * dense
+    assert max(load(f"prune/{m}")["auc"] for m in RETRAINING) >= 0.99 * 0.9 * dense
 
 
 def test_best_method_within_1_point_at_95_and_2_points_at_98_percent_sparsity() -> None:
     dense = load("train")["test_accuracy"]
-    assert max(load(f"prune_{m}")["acc_95"] for m in RETRAINING) >= dense - 0.01
-    assert max(load(f"prune_{m}")["acc_98"] for m in RETRAINING) >= dense - 0.02
+    assert max(load(f"prune/{m}")["acc_95"] for m in RETRAINING) >= dense - 0.01
+    assert max(load(f"prune/{m}")["acc_98"] for m in RETRAINING) >= dense - 0.02
 
 
 def test_every_sweep_reports_the_same_keys() -> None:
-    keys = {m: set(load(f"prune_{m}")) for m in ("random", "magnitude", *RETRAINING)}
+    keys = {m: set(load(f"prune/{m}")) for m in ("random", "magnitude", *RETRAINING)}
     assert len({frozenset(k) for k in keys.values()}) == 1, keys
 
 

@@ -42,10 +42,9 @@ OUTPUTS = {
         "--loss-png": "out/loss.png",
         "--accuracy-png": "out/accuracy.png",
     },
-    "prune_random": {"--csv": "out/prune_random.csv", "--metrics": "out/prune_random.json"},
-    "prune_magnitude": {"--csv": "out/prune_magnitude.csv", "--metrics": "out/prune_magnitude.json"},
-    "prune_gradual": {"--csv": "out/prune_gradual.csv", "--metrics": "out/prune_gradual.json"},
+    "prune": {"--csv": "out/prune.csv", "--metrics": "out/prune.json"},
     "control": {"--metrics": "out/control.json"},
+    "report": {"--csv": "out/accuracy_vs_rate.csv", "--out": "out/accuracy_vs_rate.png"},
     "compress": {
         "--out": "out/model.nnc",
         "--csv": "out/compress.csv",
@@ -102,12 +101,20 @@ def valid_model_and_splits(case_dir):
     return ["--model", "in/model.pt", "--split-dir", "in/split"]
 
 
+def no_sweep_results(case_dir):
+    """The report stage pointed at empty folders: no sweep has written its results."""
+    for name in ("plots", "metrics"):
+        (case_dir / "in" / name).mkdir(parents=True)
+    return ["--plots", "in/plots", "--metrics", "in/metrics", "--control", "in/control.json"]
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     script: str
     expect: tuple[str, ...]  # what the error line must contain
     edit: Callable[[dict], None] | None = None  # the change to the copy of params.yaml
     prepare: Callable[[Path], list[str]] | None = None  # makes inputs; returns extra CLI arguments
+    args: tuple[str, ...] = ()  # positional arguments (the prune stage's method)
 
 
 CASES = {
@@ -125,19 +132,44 @@ CASES = {
         rename_key("train", "epochs", "epoch"),
     ),
     "prune_random_rate_one": Case(
-        "prune_random",
+        "prune",
         ("sweep.rates[9] must be a compression rate in [0, 1), got 1.0",),
         set_value("sweep", "rates", [i / 10 for i in range(9)] + [1.0]),
+        args=("random",),
     ),
     "prune_magnitude_rate_one": Case(
-        "prune_magnitude",
+        "prune",
         ("sweep.rates[2] must be a compression rate in [0, 1), got 1.0",),
         set_value("sweep", "rates", [0.0, 0.5, 1.0]),
+        args=("magnitude",),
     ),
     "prune_gradual_unknown_scope": Case(
-        "prune_gradual",
+        "prune",
         ("params.yaml: prune_gradual.scope must be one of layer, global, got 'channel'",),
         set_value("prune_gradual", "scope", "channel"),
+        args=("gradual",),
+    ),
+    "prune_unknown_method": Case(
+        "prune",
+        ("unknown pruning method 'pruned' (registered: finetune, global, gradual, lottery, magnitude, ",),
+        args=("pruned",),
+    ),
+    "prune_lottery_zero_rounds": Case(
+        "prune",
+        ("params.yaml: prune_lottery.rounds must be > 0, got 0",),
+        set_value("prune_lottery", "rounds", 0),
+        args=("lottery",),
+    ),
+    "prune_listed_method_without_section": Case(
+        "prune",
+        ("params.yaml: missing section prune_lottery (the lottery method is used)",),
+        lambda params: params.pop("prune_lottery"),
+        args=("random",),
+    ),
+    "report_missing_sweep_results": Case(
+        "report",
+        ("cannot read the random sweep results (FileNotFoundError: ", "in/plots/random.csv"),
+        prepare=no_sweep_results,
     ),
     "control_negative_finetune_epochs": Case(
         "control",
@@ -146,13 +178,18 @@ CASES = {
     ),
     "compress_nine_bits": Case(
         "compress",
-        ("params.yaml: compress.sweep_bits must be bits per shared weight, in 1..8, got 9",),
+        ("params.yaml: compress.sweep_bits[1] must be bits per shared weight, in 1..8, got 9",),
         set_value("compress", "sweep_bits", [4, 9]),
     ),
     "compress_unknown_method": Case(
         "compress",
-        ("params.yaml: compress.method must be one of gradual, global, layer, got 'random'",),
-        set_value("compress", "method", "random"),
+        ("params.yaml: compress.method must be one of finetune, global, gradual, lottery, magnitude, ", "got 'layer'"),
+        set_value("compress", "method", "layer"),
+    ),
+    "compress_negative_centroid_epochs": Case(
+        "compress",
+        ("params.yaml: compress.centroid.epochs must be >= 0, got -1",),
+        lambda params: params["compress"]["centroid"].update(epochs=-1),
     ),
     "compress_checkpoint_mismatch": Case(
         "compress",
@@ -176,15 +213,17 @@ CASES = {
         prepare=garbage_mnist,
     ),
     "prune_random_checkpoint_mismatch": Case(
-        "prune_random",
+        "prune",
         ("in/model.pt: fc1.weight has shape [8, 784], the model in params.yaml expects [256, 784]",),
         prepare=small_checkpoint,
+        args=("random",),
     ),
     "prune_random_negative_seed": Case(
-        "prune_random",
+        "prune",
         ("params.yaml: prune_random.seeds[0] must be a seed in [0, 2**32), got -1",),
         set_value("prune_random", "seeds", [-1]),
         prepare=valid_model_and_splits,
+        args=("random",),
     ),
 }
 
@@ -201,7 +240,7 @@ def set_up(case_dir, case):
     if case.edit:
         case.edit(params)
     (case_dir / "bad_params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    args = [sys.executable, str(ROOT / "stages" / f"{case.script}.py"), "--params", "bad_params.yaml"]
+    args = [sys.executable, str(ROOT / "stages" / f"{case.script}.py"), *case.args, "--params", "bad_params.yaml"]
     for option, rel in OUTPUTS[case.script].items():
         target = case_dir / rel
         files = [target / name for name in OUTPUT_DIR_FILES[rel]] if rel.endswith("/") else [target]
@@ -263,4 +302,4 @@ def test_param_errors_come_before_reading_inputs(results):
         if case.prepare is None:
             _, before, _ = results[name]
             assert not any(p.startswith("in/") for p in before)
-            assert "missing" not in results[name][0].stderr
+            assert ": missing (run" not in results[name][0].stderr  # the error for an absent input file

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from nncompress.model import MLP
-from nncompress.structured import kept_neurons, neuron_prune, shrink
+from nncompress.prune.structured import kept_neurons, neuron_prune, shrink
 
 HIDDEN = 16
 RATES = (0.0, 0.1, 0.25, 0.37, 0.5, 0.9)  # round(rate * 16): 0, 2, 4, 6, 8, 14

@@ -3,29 +3,43 @@ run_sweep on a tiny model with one-shot methods."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from sklearn import metrics
 from torch.nn.utils import prune
 
-from nncompress.methods import one_shot
-from nncompress.model import MLP
-from nncompress.pruning import global_magnitude_prune, magnitude_prune, random_prune
+from nncompress import config
+from nncompress.data import load_splits, save_splits
+from nncompress.model import MLP, save_checkpoint
+from nncompress.prune import Context
+from nncompress.prune.masks import count_weights, unstructured
+from nncompress.prune.schedule import one_shot
+from nncompress.schema import parse
 from nncompress.sweep import (
+    AUC_MAX_RATE,
     COLUMNS,
+    REPORTED_RATES,
     aggregate,
     area_under_curve,
-    count_weights,
     format_table,
     rate_seed,
     run_sweep,
     summarize,
+    sweep_method,
 )
 from nncompress.training import accuracy
+
+# The old pruning functions, as criterion x scope; module constants so that `is` tells them apart.
+random_prune = unstructured("random", "layer")
+magnitude_prune = unstructured("magnitude", "layer")
+global_magnitude_prune = unstructured("magnitude", "global")
 
 HIDDEN = 8
 N_FC1, N_FC2 = 784 * HIDDEN, HIDDEN * 10
@@ -442,3 +456,83 @@ def test_format_table_shows_the_spread_of_several_seeds(trained_state, splits):
     assert lines[0].split() == list(COLUMNS)
     assert lines[2].split()[5] == f"{table['val_accuracy_std'][1]:.4f}"
     assert lines[2].split()[-1] == "2"
+
+
+def test_reported_rates_and_the_auc_range():
+    assert AUC_MAX_RATE == 0.9
+    assert REPORTED_RATES == (0.9, 0.95, 0.98, 0.99)
+    assert {f"acc_{round(r * 100)}" for r in REPORTED_RATES} < SUMMARY_KEYS
+
+
+# --- sweep_method: the prune@<method> stage's work ----------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE_RATES = [0.0, 0.5, 0.9]
+
+
+def stage_params():
+    """The committed params.yaml with the tiny model, three rates and a one-epoch budget."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    data["model"]["hidden_size"] = HIDDEN
+    data["sweep"]["rates"] = STAGE_RATES
+    data["finetune"].update(epochs=1, batch_size=16, lr=0.1, device="cpu")
+    data["prune_random"]["seeds"] = [0, 1]
+    data["prune_finetune"]["seeds"] = [2]
+    return parse(config.Params, data)
+
+
+@pytest.fixture(scope="module")
+def stage_files(tmp_path_factory, trained_state):
+    """A trained checkpoint and uint8 split files, as the train and split stages leave them."""
+    root = tmp_path_factory.mktemp("stage")
+    g = torch.Generator().manual_seed(5)
+
+    def split(n):
+        return {
+            "images": torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8),
+            "labels": torch.randint(0, 10, (n,), generator=g),
+        }
+
+    save_splits({"train": split(48), "val": split(20), "test": split(30)}, root / "split")
+    model = MLP(hidden_size=HIDDEN)
+    model.load_state_dict(trained_state)
+    save_checkpoint(model, root / "model.pt")
+    return root / "model.pt", root / "split"
+
+
+@pytest.mark.parametrize(("name", "seeds", "budget"), [("random", [0, 1], 0), ("finetune", [2], 1)])
+def test_sweep_method_writes_the_methods_table_and_summary(tmp_path, stage_files, name, seeds, budget, capsys):
+    checkpoint, split_dir = stage_files
+    params = stage_params()
+    csv, metrics_json = tmp_path / "plots" / f"{name}.csv", tmp_path / "metrics" / f"{name}.json"
+    sweep_method(params, name, checkpoint, split_dir, csv, metrics_json)
+    assert f"{name} pruning (test: 30 images, validation: 20 images)" in capsys.readouterr().out
+
+    table = pd.read_csv(csv)
+    assert list(table.columns) == list(COLUMNS)
+    assert table["compression_rate"].tolist() == STAGE_RATES
+    assert table["seeds"].tolist() == [len(seeds)] * 3
+    expected = [N_WEIGHTS - expected_pruned(magnitude_prune, r) for r in STAGE_RATES]
+    assert table["nonzero_weights"].tolist() == expected  # the rate, per layer
+    summary = json.loads(metrics_json.read_text())
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["finetune_epochs"] == budget  # the method's budget(), not the finetune section's
+    assert summary["seeds"] == len(seeds)
+
+    # the same numbers as sweeping the registered method by hand on the stage's inputs
+    train, val, test = load_splits(split_dir)
+    config_ = params.method(name)
+    method = config_.build(Context(params, train, val))
+
+    def load_model():
+        model = MLP(hidden_size=HIDDEN)
+        model.load_state_dict(torch.load(checkpoint, weights_only=True))
+        return model
+
+    runs = run_sweep(STAGE_RATES, load_model, method, val, test, seeds=config_.sweep_seeds())
+    assert sorted(runs["seed"].unique().tolist()) == sorted(seeds)
+    by_hand = aggregate(runs)
+    for column in COLUMNS:
+        assert table[column].tolist() == pytest.approx(by_hand[column].tolist(), rel=1e-5, abs=1e-6), column
+    for key, value in summarize(runs, budget).items():
+        assert summary[key] == (None if value is None else pytest.approx(value, abs=1e-6)), key

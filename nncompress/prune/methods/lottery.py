@@ -25,8 +25,9 @@ from nncompress.training import resolve_device, train_model
 
 
 def round_sparsity(round_: int, rounds: int, rate: float) -> float:
-    """Sparsity after round `round_` (1-based) of `rounds`: equal fractions of what is left go each round."""
-    return 1 - (1 - rate) ** (round_ / rounds)
+    """Sparsity after round `round_` (1-based) of `rounds`: equal fractions of what is left go each round.
+    The last round is exactly `rate` (the power can miss it by a rounding error)."""
+    return rate if round_ == rounds else 1 - (1 - rate) ** (round_ / rounds)
 
 
 @torch.no_grad()
