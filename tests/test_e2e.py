@@ -107,8 +107,7 @@ def test_plots_show(small_repo: Path, tmp_path: Path) -> None:
     titles = ("Accuracy vs compression rate", "Training loss", "Train and validation accuracy", "compressed file size")
     for title in titles:
         assert title in html
-    assert "accuracy_vs_rate.csv" in html
-    for method in METHODS:  # one curve per method: its column of the report's table
+    for method in METHODS:  # one curve per method: its column of plots/accuracy_vs_rate.csv
         assert f'"field": "{method}"' in html
     assert "accuracy_vs_rate.png" in html
     assert "compress.png" in html
@@ -118,7 +117,7 @@ def test_compress_reports_the_file_it_wrote(small_repo: Path) -> None:
     """The metrics describe models/model.nnc as a user loads it: its size, and its accuracy."""
     import torch
 
-    from nncompress import codec
+    from nncompress.compress import codec
     from nncompress.data import load_split
     from nncompress.training import accuracy
 
@@ -161,12 +160,18 @@ def test_param_change_shows_in_metrics_diff(clone: Path) -> None:
     assert "metrics/prune/magnitude.json" in diff
 
 
+def stages_run(repo: Path) -> set[str]:
+    out = dvc(repo, "repro").stdout
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
 def test_one_method_param_reruns_only_that_method(clone: Path) -> None:
-    """Each method keeps its own params section: changing one reruns its prune@ stage and the report."""
+    """Each method keeps its own params section: changing one reruns its prune@ stage and the report,
+    and compress too when it prunes with that method (compress.method: gradual)."""
+    set_params(clone, {"prune_random": {"seeds": [0, 1, 2]}})
+    assert stages_run(clone) == {"prune@random", "report"}
     set_params(clone, {"prune_gradual": {"steps": 1}})
-    out = dvc(clone, "repro").stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"prune@gradual", "report"}
+    assert stages_run(clone) == {"prune@gradual", "report", "compress"}
     params = json.loads(dvc(clone, "params", "diff", "--json").stdout)
     assert params["params.yaml"]["prune_gradual.steps"] == {"old": 2, "new": 1, "diff": -1}
 
