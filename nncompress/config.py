@@ -18,6 +18,7 @@ from nncompress.compress.quantize import MAX_BITS
 from nncompress.data.mnist import TEST_SIZE, TRAIN_SIZE
 from nncompress.errors import ParamError
 from nncompress.model import ACTIVATIONS, MAX_HIDDEN
+from nncompress.parallel import EXECUTORS
 from nncompress.prune import METHODS
 from nncompress.prune.registry import MethodConfig, section_name
 from nncompress.schema import (
@@ -114,6 +115,8 @@ class SweepConfig(Section):
         Check(_distinct, "a list without duplicates", {"uniqueItems": True}),
         Check(_spans_the_auc, f"a list including 0.0 and {AUC_MAX_RATE}, the ends of the AUC"),
     ]
+    workers: Annotated[int, at_least(0)]  # processes for the points of a sweep; 0: every available core
+    executor: Annotated[str, one_of(EXECUTORS)]  # local processes, or a Ray cluster
 
 
 class CompressConfig(Section):

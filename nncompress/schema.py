@@ -141,23 +141,30 @@ class Section(BaseModel):
         return data
 
 
+def _unwrap(tp: Any) -> Any:
+    """`tp` without Annotated metadata and without `| None`."""
+    while True:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+            tp = args[0]  # an optional section
+        else:
+            return tp
+
+
 def _field_type(model: type[BaseModel], loc: Sequence[str | int]) -> Any:
     """The annotation of the field at `loc` (section names first), or None."""
     tp: Any = model
     for part in loc:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
-            tp = args[0]  # an optional section: look inside
-        if isinstance(part, int):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            tp = args[0] if args else None
+        tp = _unwrap(tp)
+        if isinstance(part, int):  # an element of a list
+            tp = typing.get_args(tp)[0] if typing.get_args(tp) else None
         elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
             tp = tp.model_fields[part].annotation
         else:
             return None
-        while typing.get_origin(tp) is Annotated:
-            tp = typing.get_args(tp)[0]
-    return tp
+    return _unwrap(tp)
 
 
 _TYPE_NAMES = {
@@ -171,9 +178,7 @@ _TYPE_NAMES = {
 
 def _expected_type(error_type: str, field: Any) -> str | None:
     if error_type in ("list_type", "list_parsing"):
-        inner = typing.get_args(field)[0] if typing.get_args(field) else Any
-        while typing.get_origin(inner) is Annotated:
-            inner = typing.get_args(inner)[0]
+        inner = _unwrap(typing.get_args(field)[0]) if typing.get_args(field) else Any
         return f"a list of {getattr(inner, '__name__', 'values')}"
     if error_type in ("model_type", "dict_type", "model_attributes_type"):
         return "a mapping of keys to values"

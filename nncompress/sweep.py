@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,11 +12,11 @@ import pandas as pd
 import torch
 from sklearn import metrics
 from torch import nn
-from tqdm import tqdm
 
 from nncompress import model as model_lib
 from nncompress.data import Split, load_splits
 from nncompress.fileio import write_csv, write_json
+from nncompress.parallel import run_all
 from nncompress.prune import Context
 from nncompress.prune.masks import count_weights, make_permanent
 from nncompress.prune.schedule import Method
@@ -45,6 +46,35 @@ def rate_seed(seed: int, rate: float) -> int:
     return int(np.random.SeedSequence([seed, round(rate * 1_000_000)]).generate_state(1)[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    """One point of a sweep as a job: (rate, seed) -> its row. Seeded from (seed, rate) alone, so
+    the row does not depend on which process runs it or what ran there before."""
+
+    load_model: Callable[[], nn.Module]
+    method: Method
+    val: Split
+    test: Split
+
+    def __call__(self, point: tuple[float, int]) -> dict[str, float | int]:
+        rate, seed = point
+        torch.manual_seed(rate_seed(seed, rate))
+        dense = self.load_model()
+        _, dense_weights = count_weights(dense)
+        model = self.method(dense, rate)
+        make_permanent(model)
+        nonzero, _ = count_weights(model)
+        return {
+            "compression_rate": rate,
+            "seed": seed,
+            "sparsity": 1 - nonzero / dense_weights,
+            "nonzero_weights": nonzero,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "val_accuracy": accuracy(model, self.val),
+            "test_accuracy": accuracy(model, self.test),
+        }
+
+
 def run_sweep(
     rates: Sequence[float],
     load_model: Callable[[], nn.Module],
@@ -54,34 +84,19 @@ def run_sweep(
     *,
     seeds: Sequence[int] = (0,),
     desc: str = "sweep",
+    workers: int = 1,
+    executor: str = "local",
 ) -> pd.DataFrame:
     """One row per (rate, seed), rates ascending, with measured sparsity and accuracies.
 
-    `load_model` must return a fresh copy of the trained model each call. The RNG is seeded from
-    (seed, rate), so a result does not depend on the rest of the list. Sparsity is measured: the
-    fraction of the dense model's weights that are zero or gone (structured pruning removes them).
+    `load_model` must return a fresh copy of the trained model each call. The points run on
+    `workers` processes (0: every core) or on Ray (`executor`), with the same rows either way.
+    Sparsity is measured: the fraction of the dense model's weights that are zero or gone
+    (structured pruning removes them).
     """
-    rows = []
-    runs = [(rate, seed) for rate in sorted(rates) for seed in seeds]
-    for rate, seed in tqdm(runs, desc=desc, unit="run", dynamic_ncols=True):
-        torch.manual_seed(rate_seed(seed, rate))
-        dense = load_model()
-        _, dense_weights = count_weights(dense)
-        model = method(dense, rate)
-        make_permanent(model)
-        nonzero, _ = count_weights(model)
-        rows.append(
-            {
-                "compression_rate": rate,
-                "seed": seed,
-                "sparsity": 1 - nonzero / dense_weights,
-                "nonzero_weights": nonzero,
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "val_accuracy": accuracy(model, val),
-                "test_accuracy": accuracy(model, test),
-            }
-        )
-    return pd.DataFrame(rows)
+    points = [(rate, seed) for rate in sorted(rates) for seed in seeds]
+    job = SweepPoint(load_model, method, val, test)
+    return pd.DataFrame(run_all(job, points, workers=workers, executor=executor, desc=desc))
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +176,15 @@ def sweep_method(params: Params, name: str, checkpoint: Path, split_dir: Path, c
         return model
 
     runs = run_sweep(
-        params.sweep.rates, fresh_copy, config.build(ctx), val, test, seeds=config.sweep_seeds(), desc=name
+        params.sweep.rates,
+        fresh_copy,
+        config.build(ctx),
+        val,
+        test,
+        seeds=config.sweep_seeds(),
+        desc=name,
+        workers=params.sweep.workers,
+        executor=params.sweep.executor,
     )
     table, summary = aggregate(runs), summarize(runs, config.budget(ctx))
     write_csv(csv, table)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from nncompress.config import ModelConfig, TrainConfig
 
 DEVICES = ("auto", "cpu", "cuda")  # auto: the GPU when PyTorch sees one
+SHOW_PROGRESS = True  # off in parallel workers, whose bars would garble the parent's
 
 
 def resolve_device(name: str, key: str) -> torch.device:
@@ -68,7 +69,8 @@ def fit(
     """Train with cross-entropy and SGD; return the log of the run.
 
     Every `log_every` iterations (and after the last one) a row records the mean training loss
-    since the previous row and the accuracy on the whole train and validation sets. Without
+    since the previous row and the accuracy on the whole train and validation sets; with
+    `log_every=0` nothing is logged or evaluated (fine-tuning, whose caller evaluates once). Without
     shuffling, batches follow file order, as in the reference. Pruning masks registered with
     torch.nn.utils.prune stay applied, so pruned weights remain zero. `before_step(i)` runs before
     iteration i (0-based), e.g. to prune gradually. With `device`, the model moves there (pruning
@@ -86,7 +88,9 @@ def fit(
     log: list[dict[str, float]] = []
     loss_sum, loss_count, iteration = 0.0, 0, 0
     model.train()
-    with tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, mininterval=0.5, disable=total == 0) as bar:
+    with tqdm(
+        total=total, desc=desc, unit="it", dynamic_ncols=True, mininterval=0.5, disable=total == 0 or not SHOW_PROGRESS
+    ) as bar:
         for epoch in range(epochs):
             if iteration == total:
                 break
@@ -106,7 +110,7 @@ def fit(
                 iteration += 1
                 loss_sum += loss.item()
                 loss_count += 1
-                if (log_every and iteration % log_every == 0) or iteration == total:
+                if log_every and (iteration % log_every == 0 or iteration == total):
                     row = {
                         "iteration": iteration,
                         "epoch": epoch + (b + 1) / n_batches,

@@ -53,6 +53,8 @@ def main() -> None:
         dense_bytes=dense_bytes,
         dense_test_accuracy=dense_acc,
         seed=own.seed,
+        workers=params.sweep.workers,
+        executor=params.sweep.executor,
     )
 
     write_bytes(args.out, files[shipped])

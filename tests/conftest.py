@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +36,19 @@ SMALL_PARAMS: dict[str, Any] = {
         "sweep_bits": [2, 4],
     },
 }
+
+
+def _metric_files() -> tuple[str, ...]:
+    from nncompress.prune import METHODS
+
+    return ("train", "control", *(f"prune/{m}" for m in sorted(METHODS)), "compress")
+
+
+METRIC_FILES = _metric_files()  # every metrics file of the default pipeline, without .json
+
+
+def read_metrics(repo: Path) -> dict[str, dict]:
+    return {name: json.loads((repo / f"metrics/{name}.json").read_text()) for name in METRIC_FILES}
 
 
 def env(repo: Path | None = None) -> dict[str, str]:

@@ -126,6 +126,8 @@ def test_reference_params_file_loads_to_the_reference_values():
     assert params.sweep == config.SweepConfig(
         methods=["random", "magnitude", "finetune", "global", "gradual", "structured", "lottery"],
         rates=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99],
+        workers=0,
+        executor="local",
     )
     assert params.finetune == config.OptimiserConfig(
         epochs=40, batch_size=32, lr=0.01, momentum=0.9, shuffle=True, device="auto"
@@ -347,7 +349,7 @@ def test_unknown_key_names_it_and_lists_the_valid_keys():
         (
             "sweep",
             {**REFERENCE["sweep"], "method": ["random"]},
-            "unknown key sweep.method (expected one of: methods, rates)",
+            "unknown key sweep.method (expected one of: methods, rates, workers, executor)",
         ),
         (
             "prune_lottery",
@@ -835,3 +837,15 @@ def test_reference_file_written_back_loads_to_the_same_params(tmp_path):
 def test_sweep_without_methods_is_refused():
     message = param_error("sweep", with_value("sweep", "methods", []))
     assert message == "params.yaml: sweep.methods must be a non-empty list without duplicates, got []"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("workers", -1, "must be >= 0, got -1"),
+        ("workers", 1.5, "must be an integer, got 1.5"),
+        ("executor", "dask", "must be one of local, ray, got 'dask'"),
+    ],
+)
+def test_sweep_workers_and_executor(key, value, expected):
+    assert param_error("sweep", with_value("sweep", key, value)) == f"params.yaml: sweep.{key} {expected}"

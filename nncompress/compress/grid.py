@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from nncompress.compress import codec
 from nncompress.compress.quantize import SharedLayer, share_weights, unshare_weights
 from nncompress.data import Split
 from nncompress.model import MLP
+from nncompress.parallel import run_all
 from nncompress.prune.masks import count_weights, make_permanent
 from nncompress.prune.retrain import Retrainer
 from nncompress.sweep import rate_seed
@@ -60,6 +62,50 @@ def decoded(data: bytes) -> MLP:
     return codec.from_bytes(data)
 
 
+@dataclasses.dataclass(frozen=True)
+class SparsityJob:
+    """Every bit width at one sparsity, as a job: prune once, then share, code and decode per width.
+    Seeded from (seed, sparsity) and (seed, sparsity, bits), so any process gives the same rows."""
+
+    prune: Callable[[float], MLP]
+    retrain: Retrainer | None
+    val: Split
+    test: Split
+    dense_bytes: int
+    dense_test_accuracy: float
+    seed: int
+
+    def __call__(self, job: tuple[float, list[int]]) -> list[tuple[dict[str, Any], bytes]]:
+        sparsity, widths = job
+        torch.manual_seed(rate_seed(self.seed, sparsity))  # as the sweeps: same model as their row
+        model = self.prune(sparsity)
+        make_permanent(model)
+        model = model.cpu().eval()
+        pruned_acc = accuracy(model, self.test)
+        results = []
+        for bits in widths:
+            torch.manual_seed(setting_seed(self.seed, sparsity, bits))
+            shared, layers = share_and_finetune(model, bits, self.retrain)
+            data = codec.encode(shared, layers)
+            restored = decoded(data)
+            test_acc = accuracy(restored, self.test)
+            nonzero, _ = count_weights(restored)
+            row = {
+                "sparsity": sparsity,
+                "bits": bits,
+                "nonzero_weights": nonzero,
+                "bytes": len(data),
+                "ratio": self.dense_bytes / len(data),
+                "bits_per_weight": 8 * len(data) / max(nonzero, 1),
+                "pruned_test_accuracy": pruned_acc,
+                "test_accuracy": test_acc,
+                "val_accuracy": accuracy(restored, self.val),
+                "accuracy_drop": 100 * (self.dense_test_accuracy - test_acc),
+            }
+            results.append((row, data))
+        return results
+
+
 def compress_grid(
     settings: Sequence[tuple[float, int]],
     prune: Callable[[float], MLP],
@@ -70,38 +116,20 @@ def compress_grid(
     dense_bytes: int,
     dense_test_accuracy: float,
     seed: int = 0,
+    workers: int = 1,
+    executor: str = "local",
 ) -> tuple[pd.DataFrame, dict[tuple[float, int], bytes]]:
     """Code every (sparsity, bits) setting; one row each, with the accuracy of the decoded model.
 
-    `prune(sparsity)` returns the pruned, fine-tuned model; it runs once per sparsity. Returns the
-    table and each setting's file bytes.
+    `prune(sparsity)` returns the pruned, fine-tuned model; it runs once per sparsity, and each
+    sparsity is one job for `workers` processes (0: every core) or Ray. Returns the table, sorted
+    by (sparsity, bits), and each setting's file bytes.
     """
-    rows, files, pruned = [], {}, {}
-    for sparsity, bits in tqdm(sorted(settings), desc="compress", unit="setting", dynamic_ncols=True):
-        if sparsity not in pruned:
-            torch.manual_seed(rate_seed(seed, sparsity))  # as the sweeps: same model as their row
-            model = prune(sparsity)
-            make_permanent(model)
-            pruned[sparsity] = (model.cpu().eval(), accuracy(model, test))
-        model, pruned_acc = pruned[sparsity]
-        torch.manual_seed(setting_seed(seed, sparsity, bits))
-        shared, layers = share_and_finetune(model, bits, retrain)
-        files[(sparsity, bits)] = data = codec.encode(shared, layers)
-        restored = decoded(data)
-        test_acc = accuracy(restored, test)
-        nonzero, _ = count_weights(restored)
-        rows.append(
-            {
-                "sparsity": sparsity,
-                "bits": bits,
-                "nonzero_weights": nonzero,
-                "bytes": len(data),
-                "ratio": dense_bytes / len(data),
-                "bits_per_weight": 8 * len(data) / max(nonzero, 1),
-                "pruned_test_accuracy": pruned_acc,
-                "test_accuracy": test_acc,
-                "val_accuracy": accuracy(restored, val),
-                "accuracy_drop": 100 * (dense_test_accuracy - test_acc),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(COLUMNS)), files
+    widths: dict[float, list[int]] = {}
+    for sparsity, bits in sorted(settings):
+        widths.setdefault(sparsity, []).append(bits)
+    job = SparsityJob(prune, retrain, val, test, dense_bytes, dense_test_accuracy, seed)
+    done = run_all(job, list(widths.items()), workers=workers, executor=executor, desc="compress")
+    results = [result for per_sparsity in done for result in per_sparsity]
+    files = {(row["sparsity"], row["bits"]): data for row, data in results}
+    return pd.DataFrame([row for row, _ in results], columns=list(COLUMNS)), files

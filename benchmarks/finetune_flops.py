@@ -1,0 +1,90 @@
+"""Achieved fp32 GFLOP/s of fine-tuning, against what the machine's cores can do.
+
+Fine-tuning is what the retraining sweeps spend their time on: masked SGD on the 784-256-10 MLP,
+batches of 32 (params.yaml's finetune block). It is timed on one torch thread, as every worker
+runs, for `--iterations` steps on random data of MNIST's shape. FLOPs per step are counted as
+3 x the forward pass's multiply-adds x 2 (the usual convention: the backward pass costs twice the
+forward). The peak is measured, not quoted from a datasheet: a large fp32 matrix product on one
+thread, times the cores available; "share" is achieved / that peak, for one worker and for as
+many workers as cores (the sweeps' default).
+
+Usage: python benchmarks/finetune_flops.py [--iterations 2000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from nncompress.config import OptimiserConfig
+from nncompress.model import MLP
+from nncompress.parallel import available_cores, run_all
+from nncompress.prune.masks import unstructured
+from nncompress.prune.retrain import Retrainer
+
+BATCH = 32
+
+
+def gemm_peak(size: int = 1024, repeats: int = 20) -> float:
+    """GFLOP/s of one thread on a large fp32 matrix product (best of `repeats`)."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def finetune_seconds(iterations: int) -> float:
+    """Wall time of `iterations` masked SGD steps, as a sweep point spends them (90% pruned)."""
+    torch.manual_seed(0)
+    n = iterations * BATCH
+    train = (torch.rand(n, 784), torch.randint(0, 10, (n,)))
+    model = MLP()
+    unstructured("magnitude", "layer")(model, 0.9)
+    opt = OptimiserConfig(epochs=1, batch_size=BATCH, lr=0.01, momentum=0.9, shuffle=True, device="cpu")
+    retrain = Retrainer(train, train, opt, epochs=1)
+    start = time.perf_counter()
+    retrain(model)
+    return time.perf_counter() - start
+
+
+def flops_per_step(hidden: int = 256) -> float:
+    macs = BATCH * (784 * hidden + hidden * 10)
+    return 3 * 2 * macs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cores = available_cores()
+    peak = gemm_peak()
+    one = flops_per_step() * args.iterations / finetune_seconds(args.iterations) / 1e9
+    # The same work on every core at once, as the sweeps run it (one process per core).
+    seconds = run_all(finetune_seconds, [args.iterations] * cores, workers=cores, desc="finetune")
+    together = sum(flops_per_step() * args.iterations / s / 1e9 for s in seconds)
+    results = {
+        "cores": cores,
+        "gemm_peak_gflops_per_core": peak,
+        "machine_peak_gflops": peak * cores,
+        "finetune_gflops_one_worker": one,
+        "finetune_share_of_one_core": one / peak,
+        "finetune_gflops_all_workers": together,
+        "finetune_share_of_machine": together / (peak * cores),
+    }
+    for key, value in results.items():
+        print(f"{key:<28}{value:10.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({k: round(v, 4) for k, v in results.items()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The reference experiment through DVC against a plain PyTorch script doing the same work.
+
+Both side by side in one run, alternating, `--rounds` times each (median reported): the plain
+script (benchmarks/plain_reference.py), and `dvc repro --force prune@random prune@magnitude` in a
+fresh clone of HEAD whose params keep the reference's work (sweep.rates 0..0.9, one random seed):
+download, split, train and the two sweeps, from scratch each time. The ratio is DVC / plain.
+
+Usage: MNIST_MIRROR=/path/to/mnist python benchmarks/reference_ratio.py [--rounds 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(args: list[str], cwd: Path) -> float:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(cwd))
+    start = time.perf_counter()
+    subprocess.run(args, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    mirror = os.environ.get("MNIST_MIRROR")
+    if not mirror or not Path(mirror).is_dir():
+        sys.exit("error: set MNIST_MIRROR to a folder holding the four MNIST .gz files")
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["sweep"].update(methods=["random", "magnitude"], rates=[i / 10 for i in range(10)])
+        params["prune_random"]["seeds"] = [0]
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        dvc = [sys.executable, "-m", "dvc", "repro", "--force", "prune@random", "prune@magnitude"]
+        plain = [sys.executable, str(ROOT / "benchmarks/plain_reference.py"), mirror]
+        times: dict[str, list[float]] = {"plain_script_s": [], "dvc_pipeline_s": []}
+        for _ in range(args.rounds):
+            times["plain_script_s"].append(timed(plain, repo))
+            times["dvc_pipeline_s"].append(timed(dvc, repo))
+    results = {key: statistics.median(values) for key, values in times.items()}
+    results["ratio"] = results["dvc_pipeline_s"] / results["plain_script_s"]
+    for key, value in results.items():
+        print(f"{key:<16}{value:8.2f}   (all: {', '.join(f'{t:.1f}' for t in times.get(key, []))})")
+    if args.json:
+        args.json.write_text(json.dumps({k: round(v, 3) for k, v in results.items()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

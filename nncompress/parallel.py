@@ -1,0 +1,123 @@
+"""Independent jobs (the points of a sweep) on every core, or on a Ray cluster.
+
+Each job seeds its own RNG from its arguments, so results do not depend on how many workers run
+them or in which order. Local workers are forked processes with one torch thread each: forking
+shares the parent's data and the job's closures without pickling them. Ray (`executor: ray`, an
+optional extra) ships them with cloudpickle to a local instance, or to the cluster named by
+RAY_ADDRESS.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from nncompress.errors import ParamError
+
+EXECUTORS = ("local", "ray")
+T = TypeVar("T")
+R = TypeVar("R")
+
+_JOB: Callable[[Any], Any] | None = None  # the job of the forked workers (inherited, not pickled)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int) -> int:
+    """`workers`, or every available core for 0."""
+    return workers if workers > 0 else available_cores()
+
+
+def quiet_worker() -> None:
+    """In a worker: one torch thread, and no nested progress bars over the parent's."""
+    import torch
+
+    from nncompress import training
+
+    torch.set_num_threads(1)
+    training.SHOW_PROGRESS = False
+
+
+def _call(item: Any) -> Any:
+    assert _JOB is not None
+    return _JOB(item)
+
+
+def run_all(
+    job: Callable[[T], R], items: Sequence[T], *, workers: int = 1, executor: str = "local", desc: str = "jobs"
+) -> list[R]:
+    """[job(item) for item in items], on `workers` processes (0: every core) or on Ray; in order."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    bar = tqdm(total=len(items), desc=desc, unit="run", dynamic_ncols=True)
+    with bar:
+        if executor == "ray":
+            return _run_on_ray(job, items, workers, bar)
+        workers = min(resolve_workers(workers), len(items))
+        if workers <= 1:
+            results = []
+            for item in items:
+                results.append(job(item))
+                bar.update()
+            return results
+        return _run_forked(job, items, workers, bar)
+
+
+def _run_forked(job: Callable[[T], R], items: Sequence[T], workers: int, bar: tqdm) -> list[R]:
+    global _JOB
+    _JOB = job
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_worker) as pool:
+            futures = {pool.submit(_call, item): i for i, item in enumerate(items)}
+            results: list[Any] = [None] * len(items)
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update()
+            except BaseException:  # a failed job (or Ctrl-C) ends the run: drop the jobs not started
+                pool.shutdown(cancel_futures=True)
+                raise
+        return results
+    finally:
+        _JOB = None
+
+
+def _ray_call(job: Callable[[T], R], item: T) -> R:
+    quiet_worker()
+    return job(item)
+
+
+def _run_on_ray(job: Callable[[T], R], items: Sequence[T], workers: int, bar: tqdm) -> list[R]:
+    try:
+        import ray
+    except ImportError:
+        raise ParamError(
+            "params.yaml: sweep.executor is ray, but Ray is not installed (pip install 'ray[default]')"
+        ) from None
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)  # join the cluster RAY_ADDRESS names
+        else:
+            ray.init(num_cpus=resolve_workers(workers), include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(_ray_call)
+    shared = ray.put(job)
+    pending = [remote.remote(shared, item) for item in items]
+    order = {ref: i for i, ref in enumerate(pending)}
+    results: list[Any] = [None] * len(items)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        results[order[done[0]]] = ray.get(done[0])
+        bar.update()
+    return results
