@@ -17,15 +17,11 @@ from nncompress.prune.retrain import Retrainer
 from nncompress.runner import arguments, run_stage
 from nncompress.training import accuracy, resolve_device
 
+OUTPUTS = {"out": "models/model.nnc", "csv": "plots/compress.csv", "png": "plots/compress.png"}
+
 
 def main() -> None:
-    args = arguments(
-        __doc__,
-        out="models/model.nnc",
-        csv="plots/compress.csv",
-        png="plots/compress.png",
-        metrics="metrics/compress.json",
-    ).parse_args()
+    args = arguments(__doc__, metrics="metrics/compress.json", **OUTPUTS).parse_args()
     params = config.load(args.params)
     own = params.compress
     device = resolve_device(params.finetune.device, "finetune.device")
