@@ -6,6 +6,7 @@ model, training  the network, checkpoints, SGD training and evaluation
 prune/           pruning: criteria and scope (masks), schedules, retraining, and the
                  registry of named methods (prune/methods/, one module each)
 sweep            a method swept over compression rates, its CSV table and JSON metrics
+parallel         independent jobs (sweep points, compress settings) on every core or on Ray
 compress/        weight sharing, the .nnc file format and the size/accuracy grid
 plots            the pictures
 runner, fileio   what every stage script shares: one-line errors, atomic writes

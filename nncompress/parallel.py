@@ -9,15 +9,21 @@ RAY_ADDRESS.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from nncompress.errors import ParamError
+from nncompress.errors import ParamError, PipelineError
+
+# No tqdm monitor thread: a process that forks must not have threads that may hold a lock.
+tqdm.monitor_interval = 0
 
 EXECUTORS = ("local", "ray")
 T = TypeVar("T")
@@ -40,13 +46,28 @@ def resolve_workers(workers: int) -> int:
 
 
 def quiet_worker() -> None:
-    """In a worker: one torch thread, and no nested progress bars over the parent's."""
+    """In a worker: one torch thread, no nested progress bars over the parent's, and Ctrl-C left
+    to the parent (which stops the pool), so that one line reports it, not one traceback a worker."""
     import torch
 
     from nncompress import training
 
     torch.set_num_threads(1)
     training.SHOW_PROGRESS = False
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread in this process for the duration, as in the workers: the same float sums."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _call(item: Any) -> Any:
@@ -65,13 +86,22 @@ def run_all(
         if executor == "ray":
             return _run_on_ray(job, items, workers, bar)
         workers = min(resolve_workers(workers), len(items))
+        if workers > 1 and _cuda_available():
+            workers = 1  # CUDA cannot be used in forked children; one process drives the GPU
         if workers <= 1:
             results = []
-            for item in items:
-                results.append(job(item))
-                bar.update()
+            with _one_thread():
+                for item in items:
+                    results.append(job(item))
+                    bar.update()
             return results
         return _run_forked(job, items, workers, bar)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _run_forked(job: Callable[[T], R], items: Sequence[T], workers: int, bar: tqdm) -> list[R]:
@@ -86,8 +116,14 @@ def _run_forked(job: Callable[[T], R], items: Sequence[T], workers: int, bar: tq
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()
                     bar.update()
-            except BaseException:  # a failed job (or Ctrl-C) ends the run: drop the jobs not started
-                pool.shutdown(cancel_futures=True)
+            except BrokenProcessPool:
+                raise PipelineError(
+                    "a worker process died (out of memory?); try fewer workers (sweep.workers)"
+                ) from None
+            except BaseException:  # a failed job (or Ctrl-C) ends the run, and the jobs still running
+                for process in list(getattr(pool, "_processes", {}).values()):  # no public way to stop them
+                    process.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
                 raise
         return results
     finally:
@@ -104,13 +140,18 @@ def _run_on_ray(job: Callable[[T], R], items: Sequence[T], workers: int, bar: tq
         import ray
     except ImportError:
         raise ParamError(
-            "params.yaml: sweep.executor is ray, but Ray is not installed (pip install 'ray[default]')"
+            "params.yaml: sweep.executor is ray, but Ray is not installed (pip install -e '.[ray]')"
         ) from None
     if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=False)  # join the cluster RAY_ADDRESS names
-        else:
-            ray.init(num_cpus=resolve_workers(workers), include_dashboard=False, log_to_driver=False)
+        address = os.environ.get("RAY_ADDRESS")
+        try:
+            if address:
+                ray.init(log_to_driver=False)  # join the cluster RAY_ADDRESS names
+            else:
+                ray.init(num_cpus=resolve_workers(workers), include_dashboard=False, log_to_driver=False)
+        except Exception as exc:  # Ray raises many kinds; all mean "no cluster to run on"
+            where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray instance"
+            raise PipelineError(f"cannot start {where} ({type(exc).__name__})") from None
     remote = ray.remote(num_cpus=1)(_ray_call)
     shared = ray.put(job)
     pending = [remote.remote(shared, item) for item in items]
@@ -118,6 +159,11 @@ def _run_on_ray(job: Callable[[T], R], items: Sequence[T], workers: int, bar: tq
     results: list[Any] = [None] * len(items)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        results[order[done[0]]] = ray.get(done[0])
+        try:
+            results[order[done[0]]] = ray.get(done[0])
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, PipelineError):  # the job's own one-line error, not Ray's trace
+                raise exc.cause from None
+            raise
         bar.update()
     return results

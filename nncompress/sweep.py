@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
-from sklearn import metrics
 from torch import nn
 
 from nncompress import model as model_lib
@@ -112,6 +111,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 
 def area_under_curve(rates: Sequence[float], accuracies: Sequence[float]) -> float:
     """sklearn's trapezoidal AUC of accuracy over the rates in [0, 0.9], as the reference computed it."""
+    from sklearn import metrics  # here: scikit-learn takes a second to import, and only this needs it
+
     pairs = sorted((r, a) for r, a in zip(rates, accuracies, strict=True) if r <= AUC_MAX_RATE + 1e-9)
     if len(pairs) < 2:
         raise ValueError(f"the AUC needs at least two rates in [0, {AUC_MAX_RATE}]")

@@ -189,3 +189,24 @@ def test_ray_missing_is_a_one_line_param_error(monkeypatch):
 
     with pytest.raises(ParamError, match=r"^params\.yaml: sweep\.executor is ray, but Ray is not installed"):
         parallel.run_all(noisy, [1], executor="ray")
+
+
+def test_a_job_error_on_ray_is_the_job_s_own_one_line_error(local_ray):
+    from nncompress.errors import ParamError
+
+    def refuse(item: int) -> int:
+        raise ParamError(f"params.yaml: item {item} is bad")
+
+    with pytest.raises(ParamError) as info:
+        parallel.run_all(refuse, [7], executor="ray")
+    assert str(info.value) == "params.yaml: item 7 is bad"
+
+
+def test_a_worker_that_dies_is_a_one_line_error():
+    from nncompress.errors import PipelineError
+
+    def die(item: int) -> int:
+        os._exit(1)
+
+    with pytest.raises(PipelineError, match=r"^a worker process died"):
+        parallel.run_all(die, [1, 2], workers=2)

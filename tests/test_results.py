@@ -31,7 +31,16 @@ def test_auc_within_its_bound() -> None:
         assert 0 < load(f"prune/{method}")["auc"] <= 0.9 * dense + 0.01
 
 
-RETRAINING = ("finetune", "global", "gradual", "structured", "lottery")
+# The methods of the pipeline (every registered one), and those that retrain after pruning.
+METHODS = sorted(p.stem for p in (ROOT / "metrics/prune").glob("*.json"))
+RETRAINING = [m for m in METHODS if load(f"prune/{m}")["finetune_epochs"] > 0]
+
+
+def test_the_committed_sweeps_are_the_registered_methods() -> None:
+    from nncompress.prune import METHODS as REGISTERED
+
+    assert sorted(REGISTERED) == METHODS
+    assert {"finetune", "global", "gradual", "structured", "lottery"} <= set(RETRAINING)
 
 
 def test_best_method_auc_reaches_99_percent_of_the_ceiling() -> None:
@@ -46,7 +55,7 @@ def test_best_method_within_1_point_at_95_and_2_points_at_98_percent_sparsity() 
 
 
 def test_every_sweep_reports_the_same_keys() -> None:
-    keys = {m: set(load(f"prune/{m}")) for m in ("random", "magnitude", *RETRAINING)}
+    keys = {m: set(load(f"prune/{m}")) for m in METHODS}
     assert len({frozenset(k) for k in keys.values()}) == 1, keys
 
 

@@ -8,8 +8,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -38,6 +36,9 @@ def kmeans_share(weight: torch.Tensor, bits: int) -> SharedLayer:
     Linear initialisation over [min, max], which Han et al. found best: it keeps centroids on the
     rare large weights that matter most. Deterministic (one k-means run from a fixed start).
     """
+    from sklearn.cluster import KMeans  # here: scikit-learn takes a second to import, and only this needs it
+    from sklearn.exceptions import ConvergenceWarning
+
     if not 1 <= bits <= MAX_BITS:
         raise ValueError(f"bits must be in 1..{MAX_BITS}, got {bits}")
     w = weight.detach().cpu().numpy().astype(np.float32)

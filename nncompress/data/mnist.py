@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.client
 import os
 import shutil
@@ -14,20 +15,33 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets import MNIST
-from torchvision.datasets.utils import calculate_md5
 
 from nncompress.errors import DataError
 from nncompress.fileio import atomic_path
 
 # The official file names and MD5 sums, as torchvision downloads and checks them.
-FILES: dict[str, str] = dict(MNIST.resources)
+# Written out rather than read from torchvision.datasets.MNIST.resources (a test checks they agree):
+# importing torchvision takes seconds, which every stage would pay.
+FILES: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
 MIRROR_ENV = "MNIST_MIRROR"
 TRAIN_SIZE = 60_000  # images in the official training file
 TEST_SIZE = 10_000  # and in the test file
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/); MNIST uses only unsigned bytes.
 _IDX_UBYTE = 0x08
+
+
+def _md5(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def sources(mirrors: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
@@ -64,7 +78,7 @@ def download_file(name: str, md5: str, out_dir: Path, srcs: Sequence[str], timeo
         try:
             with atomic_path(target) as tmp:
                 _fetch(source, name, tmp, timeout)
-                got = calculate_md5(tmp)
+                got = _md5(tmp)
                 if got != md5:
                     raise ValueError(f"MD5 {got}, expected {md5}")
             return target
@@ -94,7 +108,7 @@ def verify(data_dir: Path) -> None:
         path = data_dir / name
         if not path.is_file():
             raise DataError(f"{path}: missing (run the download stage first: dvc repro download)")
-        got = calculate_md5(path)
+        got = _md5(path)
         if got != md5:
             raise DataError(f"{path}: corrupted, MD5 {got}, expected {md5} (dvc repro -f download)")
 

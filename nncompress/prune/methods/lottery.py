@@ -48,7 +48,7 @@ class LotteryPruning(MethodConfig):
     def build(self, ctx: Context) -> Method:
         # Replayed here, once, before the sweep seeds torch per rate: replaying inside the method
         # would reseed torch from train.seed and give every rate the same shuffling and dropout.
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):  # the CPU RNG only: CUDA is not started here
             early, _ = train_model(
                 ctx.params.model,
                 ctx.params.train,
