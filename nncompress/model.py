@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,20 @@ class MLP(nn.Module):
 
 def build_model(params: ModelConfig) -> MLP:
     return MLP(params.hidden_size, params.activation, params.dropout)
+
+
+def copier(params: ModelConfig, trained: nn.Module) -> Callable[[], MLP]:
+    """A function that returns a new copy of `trained` at each call. Each copy is built before its
+    weights are loaded, so it draws an initialisation from torch's RNG first, as sweep points always
+    have (their results depend on it only through that RNG state)."""
+    state = {k: v.detach().clone() for k, v in trained.state_dict().items()}
+
+    def fresh() -> MLP:
+        model = build_model(params)
+        model.load_state_dict(state)
+        return model
+
+    return fresh
 
 
 def save_checkpoint(model: nn.Module, path: Path) -> None:

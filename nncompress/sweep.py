@@ -40,9 +40,9 @@ COLUMNS = (
 REPORTED_RATES = (0.9, 0.95, 0.98, 0.99)  # test accuracy at these rates: acc_90, acc_95, ...
 
 
-def rate_seed(seed: int, rate: float) -> int:
-    """A seed for one (seed, rate) pair that does not depend on which other rates are swept."""
-    return int(np.random.SeedSequence([seed, round(rate * 1_000_000)]).generate_state(1)[0])
+def rate_seed(seed: int, rate: float, *more: int) -> int:
+    """A seed for one (seed, rate, *more) point that does not depend on which other points run."""
+    return int(np.random.SeedSequence([seed, round(rate * 1_000_000), *more]).generate_state(1)[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,14 +167,9 @@ def sweep_method(params: Params, name: str, checkpoint: Path, split_dir: Path, c
     then write its per-rate table (CSV) and summary (JSON), atomically."""
     config = params.method(name)
     trained = model_lib.load_checkpoint(model_lib.build_model(params.model), checkpoint)
-    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    fresh_copy = model_lib.copier(params.model, trained)
     train, val, test = load_splits(split_dir)
     ctx = Context(params, train, val, resolve_device(params.finetune.device, "finetune.device"))
-
-    def fresh_copy() -> nn.Module:
-        model = model_lib.build_model(params.model)
-        model.load_state_dict(state)
-        return model
 
     runs = run_sweep(
         params.sweep.rates,

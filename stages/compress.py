@@ -26,14 +26,13 @@ def main() -> None:
     own = params.compress
     device = resolve_device(params.finetune.device, "finetune.device")
     dense = model_lib.load_checkpoint(model_lib.build_model(params.model), args.model)
-    state = {k: v.clone() for k, v in dense.state_dict().items()}
     train, val, test = load_splits(args.split_dir)
     method = params.method(own.method).build(Context(params, train, val, device))
 
+    fresh = model_lib.copier(params.model, dense)
+
     def prune(rate: float) -> model_lib.MLP:
-        fresh = model_lib.build_model(params.model)
-        fresh.load_state_dict(state)
-        return method(fresh, rate)
+        return method(fresh(), rate)
 
     dense_bytes = grid.state_dict_bytes(dense)
     dense_acc = accuracy(dense, test)

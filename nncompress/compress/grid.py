@@ -8,7 +8,6 @@ import io
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -44,7 +43,7 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
 
 
 def setting_seed(seed: int, sparsity: float, bits: int) -> int:
-    return int(np.random.SeedSequence([seed, round(sparsity * 1_000_000), bits]).generate_state(1)[0])
+    return rate_seed(seed, sparsity, bits)
 
 
 def share_and_finetune(pruned: MLP, bits: int, retrain: Retrainer | None) -> tuple[MLP, dict[str, SharedLayer]]:
