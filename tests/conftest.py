@@ -94,6 +94,46 @@ def merge(target: dict[str, Any], overrides: dict[str, Any]) -> None:
             target[key] = value
 
 
+def committed_params(*overrides: dict[str, Any]) -> Any:
+    """The committed params.yaml with `overrides` merged in, in order, validated (a config.Params)."""
+    from nncompress import config
+    from nncompress.schema import parse
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for changes in overrides:
+        merge(data, changes)
+    return parse(config.Params, data)
+
+
+def random_split(generator: Any, n: int) -> tuple[Any, Any]:
+    """n random 784-pixel images and labels: data for unit tests."""
+    import torch
+
+    return torch.rand(n, 784, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+
+def fresh(state: dict[str, Any]) -> Any:
+    """A new MLP holding `state` (its hidden size read from the state)."""
+    from nncompress.model import MLP
+
+    model = MLP(hidden_size=state["fc1.weight"].shape[0])
+    model.load_state_dict(state)
+    return model
+
+
+def sweep_point(method: Any, state: dict[str, Any], rate: float, seed: int = 0) -> Any:
+    """One sweep run of `method` on a fresh copy of `state`, seeded and made permanent as run_sweep does."""
+    import torch
+
+    from nncompress.prune.masks import make_permanent
+    from nncompress.sweep import rate_seed
+
+    torch.manual_seed(rate_seed(seed, rate))
+    model = method(fresh(state), rate)
+    make_permanent(model)
+    return model
+
+
 def set_params(repo: Path, overrides: dict[str, Any]) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())

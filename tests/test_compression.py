@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import fresh, random_split
 from torch.nn.utils import parametrize, prune
 
 from nncompress.compress import codec
@@ -29,11 +30,8 @@ SETTINGS = [(0.9, 4), (0.5, 2), (0.9, 2), (0.5, 4)]  # deliberately unsorted
 def data():
     g = torch.Generator().manual_seed(0)
 
-    def split(n):
-        return torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
-
     # a test split large enough that fp16 biases or a different model would move its accuracy
-    return {"train": split(64), "val": split(48), "test": split(2000)}
+    return {"train": random_split(g, 64), "val": random_split(g, 48), "test": random_split(g, 2000)}
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +47,6 @@ def trained_state():
 def retrainer(data, epochs=1):
     opt = OptimiserConfig(epochs=epochs, lr=0.5, batch_size=16, momentum=0.9, shuffle=True, device="cpu")
     return Retrainer(data["train"], data["val"], opt, epochs)
-
-
-def fresh(state):
-    model = MLP(hidden_size=HIDDEN)
-    model.load_state_dict(state)
-    return model
 
 
 def pruned(state, rate=0.5):

@@ -8,17 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from conftest import committed_params, fresh, random_split, sweep_point
 from torch.nn.utils import prune as torch_prune
 
-from nncompress import config
 from nncompress.model import MLP
 from nncompress.prune.masks import make_permanent, prunable, unstructured
 from nncompress.prune.methods import lottery
 from nncompress.prune.methods.lottery import LotteryPruning, rewind, round_sparsity
 from nncompress.prune.registry import Context
-from nncompress.schema import parse
-from nncompress.sweep import rate_seed, run_sweep
+from nncompress.sweep import run_sweep
 from nncompress.training import fit, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,18 +27,16 @@ N_TRAIN, BATCH, TRAIN_EPOCHS = 64, 16, 3  # 4 iterations per epoch, 12 in the wh
 CPU = torch.device("cpu")
 
 
+TINY = {
+    "model": {"hidden_size": HIDDEN},  # sigmoid, dropout 0.15 as committed: dropout draws from torch's RNG
+    "train": {"epochs": TRAIN_EPOCHS, "batch_size": BATCH, "lr": 0.1, "shuffle": True, "device": "cpu"},
+    "finetune": {"epochs": 1, "batch_size": BATCH, "lr": 0.1, "device": "cpu"},
+}
+
+
 def tiny_params(**overrides: dict):
     """The committed params.yaml with a tiny model and training run, then `overrides`, validated."""
-    data = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    tiny = {
-        "model": {"hidden_size": HIDDEN},  # sigmoid, dropout 0.15 as committed: dropout draws from torch's RNG
-        "train": {"epochs": TRAIN_EPOCHS, "batch_size": BATCH, "lr": 0.1, "shuffle": True, "device": "cpu"},
-        "finetune": {"epochs": 1, "batch_size": BATCH, "lr": 0.1, "device": "cpu"},
-    }
-    for changes in (tiny, overrides):
-        for section, values in changes.items():
-            data[section].update(values)
-    return parse(config.Params, data)
+    return committed_params(TINY, overrides)
 
 
 def lottery_config(rounds=2, epochs=1, rewind_iteration=3, scope="layer"):
@@ -51,10 +47,7 @@ def lottery_config(rounds=2, epochs=1, rewind_iteration=3, scope="layer"):
 def data():
     g = torch.Generator().manual_seed(0)
 
-    def split(n):
-        return torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-    return {"train": split(N_TRAIN), "val": split(16), "test": split(24)}
+    return {"train": random_split(g, N_TRAIN), "val": random_split(g, 16), "test": random_split(g, 24)}
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +66,8 @@ def clone(state):
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def fresh(state):
-    model = MLP(hidden_size=HIDDEN)
-    model.load_state_dict(state)
-    return model
-
-
 def same_state(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def run(method, state, rate, seed=0):
-    """One sweep run: torch seeded per (seed, rate), masks folded in, as run_sweep does."""
-    torch.manual_seed(rate_seed(seed, rate))
-    model = method(fresh(state), rate)
-    make_permanent(model)
-    return model
 
 
 def expected_zeros(scope, rate):
@@ -233,7 +212,7 @@ def test_the_method_rewinds_to_the_replayed_weights(ctx, snapshots, trained_stat
     their values after rewind_iteration steps of the training run."""
     for k in (0, 3, 6):
         method = lottery_config(rounds=1, epochs=0, rewind_iteration=k).build(ctx)
-        model = run(method, trained_state, 0.75)
+        model = sweep_point(method, trained_state, 0.75)
         early = snapshots[k]
         for name, module in prunable(model):
             trained = trained_state[f"{name}.weight"]
@@ -268,7 +247,7 @@ def test_each_round_prunes_to_its_sparsity_keeping_earlier_zeros(ctx, trained_st
 
     monkeypatch.setattr(lottery, "unstructured", recording)
     rounds, rate = 3, 0.9
-    model = run(lottery_config(rounds=rounds, scope=scope).build(ctx), trained_state, rate)
+    model = sweep_point(lottery_config(rounds=rounds, scope=scope).build(ctx), trained_state, rate)
     assert [c[:3] for c in calls] == [("magnitude", scope, round_sparsity(i, rounds, rate)) for i in (1, 2, 3)]
     assert all(int(z.sum()) == 0 for z in calls[0][3].values())  # round 1 ranks the trained, dense weights
     for i, (_, _, amount, _, pruned) in enumerate(calls):
@@ -288,7 +267,7 @@ def test_each_round_prunes_to_its_sparsity_keeping_earlier_zeros(ctx, trained_st
 def test_final_sparsity_is_the_rate(ctx, trained_state, scope, rounds):
     method = lottery_config(rounds=rounds, scope=scope).build(ctx)
     for rate in (0.0, 0.5, 0.9, 0.99):
-        model = run(method, trained_state, rate)
+        model = sweep_point(method, trained_state, rate)
         assert type(model) is MLP
         assert zero_counts(scope, model) == expected_zeros(scope, rate), rate
 
@@ -305,20 +284,20 @@ def test_build_neither_depends_on_nor_changes_torchs_rng(ctx, trained_state):
         method = config_.build(ctx)
         assert torch.equal(torch.get_rng_state(), state_before)
         assert torch.initial_seed() == seed_before
-        results.append(run(method, trained_state, 0.9).state_dict())
+        results.append(sweep_point(method, trained_state, 0.9).state_dict())
     assert same_state(results[0], results[1])
-    again = run(config_.build(ctx), trained_state, 0.9).state_dict()  # a second build, right after
+    again = sweep_point(config_.build(ctx), trained_state, 0.9).state_dict()  # a second build, right after
     assert same_state(again, results[0])
-    other_rate_seed = run(config_.build(ctx), trained_state, 0.9, seed=1).state_dict()
+    other_rate_seed = sweep_point(config_.build(ctx), trained_state, 0.9, seed=1).state_dict()
     assert not same_state(other_rate_seed, results[0])  # retraining does follow the sweep's seed
 
 
 def test_a_method_can_be_called_for_several_rates(ctx, trained_state):
     """The replayed weights are not consumed: each call starts from the same rewind point."""
     method = lottery_config().build(ctx)
-    first = run(method, trained_state, 0.5).state_dict()
-    run(method, trained_state, 0.9)
-    assert same_state(run(method, trained_state, 0.5).state_dict(), first)
+    first = sweep_point(method, trained_state, 0.5).state_dict()
+    sweep_point(method, trained_state, 0.9)
+    assert same_state(sweep_point(method, trained_state, 0.5).state_dict(), first)
 
 
 def test_budget_is_rounds_times_epochs(ctx):

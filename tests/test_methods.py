@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import fresh, random_split
 from torch import nn
 from torch.nn.utils import prune
 
@@ -41,22 +42,13 @@ PRUNE_FNS = {"random": random_prune, "magnitude": magnitude_prune, "global": glo
 def data():
     g = torch.Generator().manual_seed(0)
 
-    def split(n):
-        return torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-    return {"train": split(N_TRAIN), "val": split(24), "test": split(40)}
+    return {"train": random_split(g, N_TRAIN), "val": random_split(g, 24), "test": random_split(g, 40)}
 
 
 @pytest.fixture(scope="module")
 def trained_state():
     torch.manual_seed(7)
     return {k: v.clone() for k, v in MLP(hidden_size=HIDDEN).state_dict().items()}
-
-
-def fresh(state):
-    model = MLP(hidden_size=HIDDEN)
-    model.load_state_dict(state)
-    return model
 
 
 def retrainer(data, epochs, batch_size=BATCH, lr=0.5, train=None):

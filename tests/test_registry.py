@@ -10,6 +10,7 @@ from typing import Annotated
 import pytest
 import torch
 import yaml
+from conftest import committed_params, fresh, random_split, sweep_point
 from torch.nn.utils import prune as torch_prune
 
 import nncompress.prune as prune_package
@@ -21,7 +22,6 @@ from nncompress.prune.registry import METHODS, Context, MethodConfig, register, 
 from nncompress.prune.retrain import Retrainer
 from nncompress.prune.schedule import one_shot
 from nncompress.schema import Positive, Seeds, fraction, parse
-from nncompress.sweep import rate_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTERED = ["finetune", "global", "gradual", "lottery", "magnitude", "random", "structured"]
@@ -59,33 +59,20 @@ def yaml_params() -> dict:
 
 def tiny_params(**overrides: dict):
     """The committed params.yaml with tiny budgets (TINY), then `overrides`, validated."""
-    data = yaml_params()
-    for changes in (TINY, overrides):
-        for section, values in changes.items():
-            data[section].update(values)
-    return parse(config.Params, data)
+    return committed_params(TINY, overrides)
 
 
 @pytest.fixture(scope="module")
 def data():
     g = torch.Generator().manual_seed(0)
 
-    def split(n):
-        return torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-    return {"train": split(N_TRAIN), "val": split(16)}
+    return {"train": random_split(g, N_TRAIN), "val": random_split(g, 16)}
 
 
 @pytest.fixture(scope="module")
 def trained_state():
     torch.manual_seed(11)
     return {k: v.clone() for k, v in MLP(hidden_size=HIDDEN).state_dict().items()}
-
-
-def fresh(state):
-    model = MLP(hidden_size=HIDDEN)
-    model.load_state_dict(state)
-    return model
 
 
 def context(data, params=None) -> Context:
@@ -280,20 +267,12 @@ def same_state(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def run(method, trained_state, rate, seed=0):
-    """One sweep run: seeded per (seed, rate), masks folded in, as run_sweep does."""
-    torch.manual_seed(rate_seed(seed, rate))
-    model = method(fresh(trained_state), rate)
-    make_permanent(model)
-    return model
-
-
 @pytest.mark.parametrize("name", [n for n in REGISTERED if n != "structured"])
 def test_unstructured_methods_reach_the_rate(data, trained_state, name):
     params = tiny_params()
     method = params.method(name).build(context(data, params))
     for rate in (0.5, 0.9):
-        model = run(method, trained_state, rate)
+        model = sweep_point(method, trained_state, rate)
         assert type(model) is MLP
         assert not any(torch_prune.is_pruned(m) for m in model.modules())
         assert sum(p.numel() for p in model.parameters()) == N_WEIGHTS + HIDDEN + 10  # nothing removed
@@ -306,7 +285,7 @@ def test_unstructured_methods_reach_the_rate(data, trained_state, name):
                 assert torch.all(torch.isin(survivors[n], trained[n])), n
         else:  # retrained (and for lottery, rewound): the survivors moved
             assert not torch.all(torch.isin(survivors["fc1"], trained["fc1"])), name
-        again = run(method, trained_state, rate)
+        again = sweep_point(method, trained_state, rate)
         assert same_state(model, again)  # seeded per (seed, rate): reproducible
 
 
@@ -314,7 +293,7 @@ def test_structured_method_removes_neurons(data, trained_state):
     params = tiny_params()
     method = params.method("structured").build(context(data, params))
     for rate in (0.5, 0.9):
-        model = run(method, trained_state, rate)
+        model = sweep_point(method, trained_state, rate)
         kept = HIDDEN - round(rate * HIDDEN)  # 4, then 1
         assert type(model) is MLP
         assert model.fc1.out_features == model.fc2.in_features == kept
@@ -331,7 +310,7 @@ def test_the_scope_key_picks_layer_or_global_magnitude(data, trained_state, name
     counts = {}
     for scope in ("layer", "global"):
         params = tiny_params(**{section_name(name): {"scope": scope}})
-        model = run(params.method(name).build(context(data, params)), trained_state, 0.9)
+        model = sweep_point(params.method(name).build(context(data, params)), trained_state, 0.9)
         assert zero_counts(scope, model) == expected_zeros(scope, 0.9)
         counts[scope] = zero_counts("layer", model)
     # global pruning takes another share from each layer (fc2's initial weights are larger)
