@@ -9,7 +9,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench bench-inference
+.PHONY: setup repro test test-full lint bench bench-inference
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: setup
 
 test: lint  # on every core; a module's tests stay together (they share its fixtures)
 	python -m pytest -n auto --dist loadfile
+
+test-full: lint  # the same, and the whole default pipeline rerun from scratch against the committed metrics
+	NNCOMPRESS_FULL=1 python -m pytest -n auto --dist loadfile
 
 bench: setup  # pipeline wall time per stage, fine-tuning GFLOP/s, DVC vs a plain script (needs MNIST_MIRROR)
 	python benchmarks/repro_time.py

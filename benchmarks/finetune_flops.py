@@ -2,7 +2,9 @@
 
 Fine-tuning is what the retraining sweeps spend their time on: masked SGD on the 784-256-10 MLP,
 batches of 32 (params.yaml's finetune block). It is timed on one torch thread, as every worker
-runs, best of 3 runs of `--iterations` steps on random data of MNIST's shape. FLOPs per step are counted as
+runs, best of 3 runs of `--iterations` steps on random data of MNIST's shape: one network at a
+time, and `--lanes` networks trained as one batched model, as each worker of a sweep of the 13
+default rates trains its share on two cores (nncompress.batched). FLOPs per step are counted as
 3 x the forward pass's multiply-adds x 2 (the usual convention: the backward pass costs twice the
 forward). Two peaks: the measured one, a large fp32 matrix product on one thread, times the cores
 available; and the nominal one, clock (/proc/cpuinfo) x 64 fp32 FLOP per cycle (two 512-bit FMA
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from nncompress.batched import Lane
 from nncompress.config import OptimiserConfig
 from nncompress.model import MLP
 from nncompress.parallel import available_cores, run_all
@@ -52,18 +55,23 @@ def nominal_peak() -> float:
     return mhz * per_cycle / 1000
 
 
-def finetune_seconds(iterations: int) -> float:
-    """Wall time of `iterations` masked SGD steps, as a sweep point spends them (90% pruned)."""
+def finetune_seconds(iterations: int, lanes: int = 0) -> float:
+    """Wall time per network of `iterations` masked SGD steps, as a sweep point spends them (90%
+    pruned): one network alone (lanes=0), or `lanes` networks trained as one batched model."""
     torch.manual_seed(0)
     n = iterations * BATCH
     train = (torch.rand(n, 784), torch.randint(0, 10, (n,)))
-    model = MLP()
-    unstructured("magnitude", "layer")(model, 0.9)
+    models = [MLP() for _ in range(max(lanes, 1))]
+    for model in models:
+        unstructured("magnitude", "layer")(model, 0.9)
     opt = OptimiserConfig(epochs=1, batch_size=BATCH, lr=0.01, momentum=0.9, shuffle=True, device="cpu")
     retrain = Retrainer(train, train, opt, epochs=1)
     start = time.perf_counter()
-    retrain(model)
-    return time.perf_counter() - start
+    if lanes:
+        retrain.train_many([Lane(m, torch.Generator().manual_seed(i), i) for i, m in enumerate(models)])
+    else:
+        retrain(models[0])
+    return (time.perf_counter() - start) / len(models)
 
 
 def flops_per_step(hidden: int = 256) -> float:
@@ -73,23 +81,30 @@ def flops_per_step(hidden: int = 256) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--lanes", type=int, default=7, help="networks per batched model (13 rates on 2 cores: 7)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
     cores = available_cores()
     peak = gemm_peak()
     best = min(finetune_seconds(args.iterations) for _ in range(3))  # best of 3: a shared machine is noisy
+    alone = flops_per_step() * args.iterations / best / 1e9
+    best = min(finetune_seconds(args.iterations, args.lanes) for _ in range(3))
     one = flops_per_step() * args.iterations / best / 1e9
     # The same work on every core at once, as the sweeps run it (one process per core).
-    seconds = run_all(finetune_seconds, [args.iterations] * cores, workers=cores, desc="finetune")
+    jobs = [(args.iterations, args.lanes)] * cores
+    seconds = run_all(lambda job: finetune_seconds(*job), jobs, workers=cores, desc="finetune")
     together = sum(flops_per_step() * args.iterations / s / 1e9 for s in seconds)
     nominal = nominal_peak()
     results = {
         "cores": cores,
+        "lanes": args.lanes,
         "gemm_peak_gflops_per_core": peak,
         "nominal_peak_gflops_per_core": nominal,
+        "finetune_gflops_one_network": alone,
         "finetune_gflops_one_worker": one,
+        "batched_speedup": one / alone,
         "finetune_share_of_gemm_peak": one / peak,
         "finetune_share_of_nominal_peak": one / nominal if nominal else float("nan"),
         "finetune_gflops_all_workers": together,

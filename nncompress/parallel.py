@@ -98,6 +98,33 @@ def run_all(
         return _run_forked(job, items, workers, bar)
 
 
+def run_together(
+    job: Callable[[T], R], items: Sequence[T], *, workers: int = 1, executor: str = "local", desc: str = "jobs"
+) -> list[R]:
+    """run_all, with the items split into one group per worker (every item in one for a single
+    worker): in each group the jobs run side by side (nncompress.lockstep) and retrain as one
+    batched model. Results in order; each job's result is the one it gets alone."""
+    groups = min(resolve_workers(workers), len(items)) or 1
+    batches = [list(items[g::groups]) for g in range(groups)]  # interleaved: a mix of rates each
+    done = run_all(_Together(job), batches, workers=workers, executor=executor, desc=desc)
+    results: list[Any] = [None] * len(items)
+    for g, batch_results in enumerate(done):
+        results[g::groups] = batch_results
+    return results
+
+
+class _Together:
+    """A job over a group of items, run side by side (picklable, for Ray)."""
+
+    def __init__(self, job: Callable[[Any], Any]):
+        self.job = job
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        from nncompress import lockstep
+
+        return lockstep.run(self.job, items)
+
+
 def _cuda_available() -> bool:
     import torch
 

@@ -15,7 +15,7 @@ from torch import nn
 from nncompress import model as model_lib
 from nncompress.data import Split, load_splits
 from nncompress.fileio import write_csv, write_json
-from nncompress.parallel import run_all
+from nncompress.parallel import run_together
 from nncompress.prune import Context
 from nncompress.prune.masks import count_weights, make_permanent
 from nncompress.prune.schedule import Method
@@ -89,13 +89,14 @@ def run_sweep(
     """One row per (rate, seed), rates ascending, with measured sparsity and accuracies.
 
     `load_model` must return a fresh copy of the trained model each call. The points run on
-    `workers` processes (0: every core) or on Ray (`executor`), with the same rows either way.
+    `workers` processes (0: every core) or on Ray (`executor`), each process retraining its points
+    as one batched model, with the same rows either way.
     Sparsity is measured: the fraction of the dense model's weights that are zero or gone
     (structured pruning removes them).
     """
     points = [(rate, seed) for rate in sorted(rates) for seed in seeds]
     job = SweepPoint(load_model, method, val, test)
-    return pd.DataFrame(run_all(job, points, workers=workers, executor=executor, desc=desc))
+    return pd.DataFrame(run_together(job, points, workers=workers, executor=executor, desc=desc))
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,6 +34,46 @@ def resolve_device(name: str, key: str) -> torch.device:
 
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+class _Curve:
+    """The accuracies of a training curve's rows, computed beside training: on a forked process
+    when a second core is free (the same single-threaded sums, so the same numbers), else inline."""
+
+    def __init__(self, model: nn.Module, train: Split, val: Split):
+        from nncompress.parallel import available_cores, quiet_worker
+
+        self.model, self.train, self.val = model, train, val
+        self.pool: ProcessPoolExecutor | None = None
+        if available_cores() > 1 and _device_of(model).type == "cpu":
+            global _ASIDE
+            _ASIDE = (model, train, val)  # inherited by the forked process, not pickled
+            self.pool = ProcessPoolExecutor(1, multiprocessing.get_context("fork"), initializer=quiet_worker)
+        self.pending: list[Future[tuple[float, float]] | tuple[float, float]] = []
+
+    def add(self) -> None:
+        """Queue the accuracies of the model as it is now."""
+        if self.pool is None:
+            self.pending.append((accuracy(self.model, self.train), accuracy(self.model, self.val)))
+        else:
+            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.pending.append(self.pool.submit(_evaluate_aside, state))
+
+    def results(self) -> list[tuple[float, float]]:
+        return [p.result() if isinstance(p, Future) else p for p in self.pending]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+_ASIDE: Any = None  # (model, train, val) of the curve being evaluated, for the forked process
+
+
+def _evaluate_aside(state: dict[str, torch.Tensor]) -> tuple[float, float]:
+    model, train, val = _ASIDE
+    model.load_state_dict(state)
+    return accuracy(model, train), accuracy(model, val)
 
 
 @torch.no_grad()
@@ -86,42 +128,51 @@ def fit(
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
     log: list[dict[str, float]] = []
+    curve = _Curve(model, train, val) if log_every else None
     loss_sum, loss_count, iteration = 0.0, 0, 0
     model.train()
-    with tqdm(
-        total=total, desc=desc, unit="it", dynamic_ncols=True, mininterval=0.5, disable=total == 0 or not SHOW_PROGRESS
-    ) as bar:
-        for epoch in range(epochs):
-            if iteration == total:
-                break
-            order = torch.randperm(len(images), generator=generator) if shuffle else None
-            for b in range(n_batches):
+    try:
+        with tqdm(
+            total=total,
+            desc=desc,
+            unit="it",
+            dynamic_ncols=True,
+            mininterval=0.5,
+            disable=total == 0 or not SHOW_PROGRESS,
+        ) as bar:
+            for epoch in range(epochs):
                 if iteration == total:
                     break
-                idx = slice(b * batch_size, (b + 1) * batch_size)
-                if order is not None:
-                    idx = order[idx]
-                if before_step is not None:
-                    before_step(iteration)
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(images[idx]), labels[idx])
-                loss.backward()
-                optimizer.step()
-                iteration += 1
-                loss_sum += loss.item()
-                loss_count += 1
-                if log_every and (iteration % log_every == 0 or iteration == total):
-                    row = {
-                        "iteration": iteration,
-                        "epoch": epoch + (b + 1) / n_batches,
-                        "loss": loss_sum / loss_count,
-                        "train_accuracy": accuracy(model, train),
-                        "val_accuracy": accuracy(model, val),
-                    }
-                    log.append(row)
-                    loss_sum, loss_count = 0.0, 0
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", val_acc=f"{row['val_accuracy']:.3f}")
-                bar.update()
+                order = torch.randperm(len(images), generator=generator) if shuffle else None
+                for b in range(n_batches):
+                    if iteration == total:
+                        break
+                    idx = slice(b * batch_size, (b + 1) * batch_size)
+                    if order is not None:
+                        idx = order[idx]
+                    if before_step is not None:
+                        before_step(iteration)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(images[idx]), labels[idx])
+                    loss.backward()
+                    optimizer.step()
+                    iteration += 1
+                    if curve is not None:  # the loss is read (a sync on a GPU) only for the curve
+                        loss_sum += loss.item()
+                        loss_count += 1
+                        if iteration % log_every == 0 or iteration == total:
+                            log.append({"iteration": iteration, "epoch": epoch + (b + 1) / n_batches})
+                            log[-1]["loss"] = loss_sum / loss_count
+                            curve.add()
+                            loss_sum, loss_count = 0.0, 0
+                            bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
+                    bar.update()
+        if curve is not None:
+            for row, (train_acc, val_acc) in zip(log, curve.results(), strict=True):
+                row["train_accuracy"], row["val_accuracy"] = train_acc, val_acc
+    finally:
+        if curve is not None:
+            curve.close()
     model.eval()
     return log
 

@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a user's clone needs to run the pipeline (results and caches are left behind).
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "params.schema.json", "stages", "nncompress", ".dvcignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "params.schema.json", "stages", "nncompress", ".dvcignore", "templates")
 
 # Small but real: a thousand MNIST images and two epochs, so the whole pipeline runs in seconds.
 SMALL_PARAMS: dict[str, Any] = {
@@ -47,8 +47,8 @@ def _metric_files() -> tuple[str, ...]:
 METRIC_FILES = _metric_files()  # every metrics file of the default pipeline, without .json
 
 
-def read_metrics(repo: Path) -> dict[str, dict]:
-    return {name: json.loads((repo / f"metrics/{name}.json").read_text()) for name in METRIC_FILES}
+def read_metrics(repo: Path, names: tuple[str, ...] = METRIC_FILES) -> dict[str, dict]:
+    return {name: json.loads((repo / f"metrics/{name}.json").read_text()) for name in names}
 
 
 def env(repo: Path | None = None) -> dict[str, str]:
@@ -134,6 +134,19 @@ def sweep_point(method: Any, state: dict[str, Any], rate: float, seed: int = 0) 
     return model
 
 
+# Files whose content is a measurement of the machine (the export stage's latencies), not a result:
+# a rerun changes them, and so their hashes in dvc.lock.
+MEASUREMENTS = ("metrics/export.json",)
+
+
+def reproducible_lock(text: str) -> dict[str, Any]:
+    """dvc.lock without the hashes of MEASUREMENTS: what a rerun with the same params must reproduce."""
+    lock = yaml.safe_load(text)
+    for stage in lock["stages"].values():
+        stage["outs"] = [out for out in stage.get("outs", []) if out["path"] not in MEASUREMENTS]
+    return lock
+
+
 def set_params(repo: Path, overrides: dict[str, Any]) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
@@ -152,6 +165,7 @@ def make_repo(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
             shutil.copy2(src, dest / name)
     git(dest, "init", "-q")
     dvc(dest, "init", "-q")
+    shutil.copy2(ROOT / ".dvc/config", dest / ".dvc/config")  # the project's settings: the offline plots page
     dvc(dest, "config", "core.analytics", "false")
     if overrides:
         set_params(dest, overrides)

@@ -15,7 +15,7 @@ from nncompress.compress import codec
 from nncompress.compress.quantize import SharedLayer, share_weights, unshare_weights
 from nncompress.data import Split
 from nncompress.model import MLP
-from nncompress.parallel import run_all
+from nncompress.parallel import run_together
 from nncompress.prune.masks import count_weights, make_permanent
 from nncompress.prune.retrain import Retrainer
 from nncompress.sweep import rate_seed
@@ -128,7 +128,7 @@ def compress_grid(
     for sparsity, bits in sorted(settings):
         widths.setdefault(sparsity, []).append(bits)
     job = SparsityJob(prune, retrain, val, test, dense_bytes, dense_test_accuracy, seed)
-    done = run_all(job, list(widths.items()), workers=workers, executor=executor, desc="compress")
+    done = run_together(job, list(widths.items()), workers=workers, executor=executor, desc="compress")
     results = [result for per_sparsity in done for result in per_sparsity]
     files = {(row["sparsity"], row["bits"]): data for row, data in results}
     return pd.DataFrame([row for row, _ in results], columns=list(COLUMNS)), files

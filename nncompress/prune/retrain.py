@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from nncompress import lockstep
+from nncompress.batched import Lane, batchable, fit_many
 from nncompress.data import Split
 from nncompress.training import fit
 
@@ -33,7 +35,38 @@ class Retrainer:
 
     def __call__(self, model: nn.Module, before_step: Callable[[int], None] | None = None) -> None:
         """Pruning masks stay applied, so pruned weights stay zero. Shuffling is seeded from
-        torch's RNG, which the sweep seeds per (seed, rate)."""
+        torch's RNG, which the sweep seeds per (seed, rate). In a job of `lockstep.run`, the model
+        trains together with the other jobs' (the same weights as alone)."""
+        if lockstep.active():
+            lockstep.retrain(self, model, torch.initial_seed(), before_step)
+        else:
+            self._fit(model, torch.initial_seed(), before_step)
+
+    def train_many(self, lanes: list[Lane]) -> None:
+        """Train every lane's model as `__call__` would alone, with the lane's RNG as torch's:
+        as one batched model when they allow it, else one after another."""
+        if self.device.type == "cpu" and batchable([lane.model for lane in lanes]):
+            opt = self.opt
+            fit_many(
+                lanes,
+                *self.train,
+                epochs=self.epochs,
+                batch_size=opt.batch_size,
+                lr=opt.lr,
+                momentum=opt.momentum,
+                shuffle=opt.shuffle,
+            )
+            return
+        saved = torch.get_rng_state()
+        try:
+            for lane in lanes:
+                torch.set_rng_state(lane.rng.get_state())
+                self._fit(lane.model, lane.seed, lane.before_step)
+                lane.rng.set_state(torch.get_rng_state())
+        finally:
+            torch.set_rng_state(saved)
+
+    def _fit(self, model: nn.Module, seed: int, before_step: Callable[[int], None] | None) -> None:
         fit(
             model,
             self.train,
@@ -43,7 +76,7 @@ class Retrainer:
             lr=self.opt.lr,
             momentum=self.opt.momentum,
             shuffle=self.opt.shuffle,
-            seed=torch.initial_seed(),
+            seed=seed,
             desc="fine-tune",
             before_step=before_step,
             device=self.device,

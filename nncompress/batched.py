@@ -1,0 +1,261 @@
+"""Several MLPs trained as one batched model, each exactly as `training.fit` would train it alone.
+
+The points of a sweep fine-tune copies of one small network. Trained one at a time, a step is a
+few small matrix products and much Python; stacked, K networks take one batched product per layer
+(`torch.baddbmm`), one backward pass and one optimiser update, about twice the work per second on
+one core. Each network (a lane) keeps its own data order, dropout draws, pruning mask and
+`before_step` hook, and its arithmetic is that of `fit`: a batched product computes each matrix as
+the single product does, and element-wise operations run on all lanes at once only where a lane's
+block is a whole number of SIMD chunks (so that no element moves between vector and scalar code).
+The weights that come out are bit for bit those of `fit` (tests check it).
+
+Pruned weights: `fit` trains `weight_orig` through the mask torch.nn.utils.prune applies in every
+forward pass; here the stacked weights hold the masked values, zeros, which the masked gradient
+keeps at zero. The kept weights and every output are the same; only the values behind the mask,
+which nothing reads, differ (and the sign of those zeros).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nncompress.model import MLP
+
+_CHUNK = 64  # floats: a multiple of every SIMD loop's block (2 x 16 floats with AVX-512)
+_SMALL = 4096  # multiply-adds: below about 400, torch's batched product takes another kernel than mm's
+_LAYERS = ("fc1", "fc2")
+
+
+@dataclasses.dataclass
+class Lane:
+    """One network to train: its own torch RNG (dropout, and any draws of `before_step`), its own
+    shuffling seed, and the hook `fit` would call before every step."""
+
+    model: nn.Module
+    rng: torch.Generator
+    seed: int
+    before_step: Callable[[int], None] | None = None
+
+
+def batchable(models: list[nn.Module]) -> bool:
+    """Whether these networks can be stacked: MLPs of one shape and dropout, all on the CPU, with
+    plain or pruned weights (not computed ones, such as shared weights)."""
+    first = models[0]
+    if not all(type(m) is MLP for m in models):
+        return False
+    for m in models:
+        if any(_param(getattr(m, name)) is None for name in _LAYERS):
+            return False
+        if m.fc1.weight.shape != first.fc1.weight.shape or m.dropout.p != first.dropout.p:
+            return False
+        if type(m.act) is not type(first.act) or m.fc1.weight.device.type != "cpu":
+            return False
+    return True
+
+
+def _aligned(t: torch.Tensor) -> bool:
+    return t[0].numel() % _CHUNK == 0
+
+
+def _lanewise(fn: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+    """fn over every lane: at once when aligned, else lane by lane (the same float results)."""
+    return fn(t) if _aligned(t) else torch.stack([fn(x) for x in t])
+
+
+class _Stack:
+    """The lanes' weights and biases stacked per layer; each model's parameters are views into it.
+    Masks stay per lane (None: nothing pruned), as only the per-lane update reads them."""
+
+    def __init__(self, models: list[nn.Module]):
+        self.models = models
+        self.weight: dict[str, torch.Tensor] = {}
+        self.bias: dict[str, torch.Tensor] = {}
+        self.masks: list[dict[str, torch.Tensor | None]] = [{} for _ in models]
+        self.remasked = [False] * len(models)  # whether a hook has changed the lane's masks
+        self._bound: list[dict[str, tuple[int, ...]]] = [{} for _ in models]
+        with torch.no_grad():
+            for name in _LAYERS:
+                layers = [getattr(m, name) for m in models]
+                self.weight[name] = torch.stack([_effective(layer) for layer in layers])
+                self.bias[name] = torch.stack([layer.bias.detach() for layer in layers]).unsqueeze(1)
+        for k in range(len(models)):
+            for name in _LAYERS:
+                self._bind(k, name)
+
+    def params(self) -> list[torch.Tensor]:
+        return [t for name in _LAYERS for t in (self.weight[name], self.bias[name])]
+
+    def _bind(self, k: int, name: str) -> None:
+        """Make layer `name` of model k hold views of lane k (hooks then see current values)."""
+        layer = getattr(self.models[k], name)
+        _param(layer).data = self.weight[name].detach()[k]
+        layer.bias.data = self.bias[name].detach()[k, 0]
+        self.masks[k][name] = _mask(layer)
+        self._bound[k][name] = _identity(layer)
+
+    def resync(self, k: int) -> None:
+        """After model k's hook: take over whatever it replaced (new weights, a new mask)."""
+        for name in _LAYERS:
+            layer = getattr(self.models[k], name)
+            if _identity(layer) == self._bound[k][name]:
+                continue
+            with torch.no_grad():
+                self.weight[name][k] = _effective(layer)
+                self.bias[name][k, 0] = layer.bias.detach()
+            self.remasked[k] = True
+            self._bind(k, name)
+
+    def release(self) -> None:
+        """Give every model its own copy of its weights (not views of the stack)."""
+        for k, model in enumerate(self.models):
+            for name in _LAYERS:
+                layer = getattr(model, name)
+                _param(layer).data = self.weight[name].detach()[k].clone()
+                layer.bias.data = self.bias[name].detach()[k, 0].clone()
+
+
+def _param(layer: nn.Module) -> nn.Parameter:
+    """The trained weight: `weight_orig` under a pruning mask, else `weight`."""
+    return layer._parameters.get("weight_orig", layer._parameters.get("weight"))
+
+
+def _mask(layer: nn.Module) -> torch.Tensor | None:
+    return layer._buffers.get("weight_mask")
+
+
+def _effective(layer: nn.Module) -> torch.Tensor:
+    """The weight the forward pass uses: masked as torch.nn.utils.prune's hook masks it."""
+    mask = _mask(layer)
+    weight = _param(layer).detach()
+    return weight * mask if mask is not None else weight.clone()
+
+
+def _identity(layer: nn.Module) -> tuple[int, ...]:
+    mask = _mask(layer)
+    return (id(_param(layer)), _param(layer).data_ptr(), layer.bias.data_ptr(), id(mask) if mask is not None else 0)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """F.linear on every lane: one batched product, or lane by lane for products too small for it."""
+    if x.shape[1] * weight.shape[1] * weight.shape[2] < _SMALL:
+        return torch.stack([F.linear(a, w, b[0]) for a, w, b in zip(x, weight, bias, strict=True)])
+    return torch.baddbmm(bias, x, weight.transpose(1, 2))
+
+
+def _forward(stack: _Stack, x: torch.Tensor, lanes: list[Lane], p: float, act: nn.Module) -> torch.Tensor:
+    """MLP.forward on every lane: fc1, activation, dropout (each lane's own draws), fc2."""
+    h = _lanewise(act, _linear(x, stack.weight["fc1"], stack.bias["fc1"]))
+    if p == 1:
+        h = h * torch.zeros(())
+    elif p > 0:  # as torch's CPU dropout: noise = bernoulli(1 - p) / (1 - p); input * noise
+        shape = h.shape[1:]
+        noise = torch.stack([torch.empty(shape).bernoulli_(1 - p, generator=lane.rng) for lane in lanes])
+        h = h * noise.div_(1 - p)
+    return _linear(h, stack.weight["fc2"], stack.bias["fc2"])
+
+
+@torch.no_grad()
+def _sgd_step(
+    stack: _Stack, grads: tuple[torch.Tensor, ...], bufs: list[torch.Tensor | None], lr: float, momentum: float
+) -> None:
+    """torch.optim.SGD's single-tensor update (no dampening, weight decay or Nesterov), lane by lane:
+    one lane's tensors stay in the core's cache, where stacked ones would stream from memory at
+    every operation.
+
+    A masked weight gets no gradient, as under torch.nn.utils.prune's hook, so its momentum decays
+    and, from a zero start, stays zero, and so does the weight. Only after a hook has changed a
+    lane's mask can a masked momentum hold an old value: that lane's weights are masked again.
+    """
+    params = stack.params()
+    first = bufs[0] is None
+    for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
+        name = _LAYERS[i // 2] if i % 2 == 0 else None  # weights have masks, biases not
+        if first:
+            bufs[i] = torch.empty_like(grad) if momentum != 0 else None
+        buf = bufs[i]
+        for k in range(len(param)):
+            g = grad[k]
+            mask = stack.masks[k][name] if name else None
+            if mask is not None:
+                g.mul_(mask)
+            if buf is not None:
+                if first:
+                    buf[k].copy_(g)
+                else:
+                    buf[k].mul_(momentum).add_(g)
+                g = buf[k]
+            param[k].add_(g, alpha=-lr)
+            if mask is not None and stack.remasked[k]:
+                param[k].mul_(mask)
+
+
+def fit_many(
+    lanes: list[Lane],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    shuffle: bool,
+) -> None:
+    """`fit(lane.model, ..., seed=lane.seed, before_step=lane.before_step)` for every lane, with each
+    lane's dropout drawn from `lane.rng` (left where `fit` would leave torch's RNG). Models must be
+    `batchable`; their weights end as `fit` would leave them."""
+    models = [lane.model for lane in lanes]
+    first = models[0]
+    p, act = first.dropout.p, first.act
+    images = images.reshape(len(images), -1)
+    n_batches = math.ceil(len(images) / batch_size)
+    orders = [torch.Generator().manual_seed(lane.seed) for lane in lanes]
+    hooked = [k for k, lane in enumerate(lanes) if lane.before_step is not None]
+    stack = _Stack(models)
+    params = stack.params()
+    for param in params:
+        param.requires_grad_(True)
+    bufs: list[torch.Tensor | None] = [None] * len(params)
+    for m in models:
+        m.train()
+    iteration = 0
+    try:
+        for _ in range(epochs):
+            if shuffle:
+                order = torch.stack([torch.randperm(len(images), generator=g) for g in orders])
+            else:
+                order = torch.arange(len(images)).expand(len(lanes), -1)
+            for b in range(n_batches):
+                idx = order[:, b * batch_size : (b + 1) * batch_size]
+                for k in hooked:
+                    _call_hook(lanes[k], iteration)
+                    stack.resync(k)
+                logits = _forward(stack, images[idx], lanes, p, act)
+                losses = F.cross_entropy(logits.flatten(0, 1), labels[idx].flatten(), reduction="none")
+                loss = losses.view(len(lanes), -1).mean(dim=1).sum()  # each lane's mean: its own gradient
+                grads = torch.autograd.grad(loss, params)
+                _sgd_step(stack, grads, bufs, lr, momentum)
+                iteration += 1
+    finally:
+        for param in params:
+            param.requires_grad_(False)
+        stack.release()
+        for m in models:
+            m.eval()
+
+
+def _call_hook(lane: Lane, iteration: int) -> None:
+    """Run the lane's hook with torch's RNG set to the lane's, as `fit` would have it."""
+    assert lane.before_step is not None
+    saved = torch.get_rng_state()
+    torch.set_rng_state(lane.rng.get_state())
+    try:
+        lane.before_step(iteration)
+        lane.rng.set_state(torch.get_rng_state())
+    finally:
+        torch.set_rng_state(saved)

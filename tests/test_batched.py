@@ -1,0 +1,149 @@
+"""Batched training (nncompress.batched): several networks trained at once end bit for bit where
+`training.fit` leaves each of them alone: masks, hooks, shuffling, dropout and odd sizes included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_split
+
+from nncompress.batched import Lane, batchable, fit_many
+from nncompress.model import MLP
+from nncompress.prune.masks import make_permanent, unstructured
+from nncompress.prune.schedule import GradualPruner
+from nncompress.training import fit
+
+magnitude = unstructured("magnitude", "layer")
+global_magnitude = unstructured("magnitude", "global")
+random_layer = unstructured("random", "layer")
+
+
+def network(seed: int, hidden: int, rate: float, dropout: float = 0.15, prune_fn=magnitude) -> MLP:
+    torch.manual_seed(seed)
+    model = MLP(hidden_size=hidden, dropout=dropout)
+    if rate:
+        prune_fn(model, rate)
+    return model
+
+
+def weights(model: MLP) -> dict[str, torch.Tensor]:
+    """What the model computes with: masks folded in (a copy, the model untouched)."""
+    copy = MLP(hidden_size=model.fc1.out_features, dropout=model.dropout.p)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for name in ("fc1", "fc2"):
+        if f"{name}.weight_mask" in state:
+            state[f"{name}.weight"] = state.pop(f"{name}.weight_orig") * state.pop(f"{name}.weight_mask")
+    copy.load_state_dict(state)
+    return copy.state_dict()
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key}: max difference {(a[key] - b[key]).abs().max().item()}"
+
+
+def train_alone(model: MLP, data, seed: int, hook=None, **opt) -> torch.Generator:
+    """As the sweep trains one point: torch seeded per point, then fit; returns the RNG after it."""
+    fit(model, data, data, seed=seed, before_step=hook, **opt)
+    rng = torch.Generator()
+    rng.set_state(torch.get_rng_state())
+    return rng
+
+
+CASES = [  # hidden size, training images, batch size, dropout, shuffle
+    (32, 96, 16, 0.15, True),
+    (256, 128, 32, 0.15, True),
+    (10, 50, 16, 0.3, True),  # no size a multiple of the SIMD block; a short last batch
+    (12, 40, 8, 0.0, False),
+    (8, 32, 8, 1.0, True),
+]
+
+
+@pytest.mark.parametrize(("hidden", "n", "batch", "dropout", "shuffle"), CASES)
+def test_fit_many_equals_fit_on_each(hidden, n, batch, dropout, shuffle):
+    data = random_split(torch.Generator().manual_seed(hidden), n)
+    opt = {"epochs": 2, "batch_size": batch, "lr": 0.3, "momentum": 0.9, "shuffle": shuffle}
+    rates = [0.0, 0.5, 0.9, 0.3]
+    alone, rngs = [], []
+    for k, rate in enumerate(rates):
+        model = network(k, hidden, rate, dropout)
+        torch.manual_seed(100 + k)
+        rngs.append(train_alone(model, data, 100 + k, **opt).get_state())
+        alone.append(weights(model))
+
+    lanes = []
+    for k, rate in enumerate(rates):
+        model = network(k, hidden, rate, dropout)
+        lanes.append(Lane(model, torch.Generator().manual_seed(100 + k), 100 + k))
+    assert batchable([lane.model for lane in lanes])
+    fit_many(lanes, *data, **opt)
+    for k, lane in enumerate(lanes):
+        assert_same(weights(lane.model), alone[k])
+        assert torch.equal(lane.rng.get_state(), rngs[k])  # dropout drew what fit draws
+        assert not lane.model.training
+
+
+@pytest.mark.parametrize("prune_fn", [global_magnitude, random_layer])
+def test_fit_many_runs_each_lanes_hook_with_its_own_rng(prune_fn):
+    """Gradual pruning's hook re-prunes mid-training (random pruning draws from torch's RNG)."""
+    data = random_split(torch.Generator().manual_seed(3), 64)
+    opt = {"epochs": 3, "batch_size": 16, "lr": 0.3, "momentum": 0.9, "shuffle": True}
+    rates = [0.5, 0.9, 0.75]
+    alone = []
+    for k, rate in enumerate(rates):
+        model = network(k, 16, 0.0)
+        torch.manual_seed(7 + k)
+        pruner = GradualPruner(model, prune_fn, rate, steps=3, every=2)
+        train_alone(model, data, 7 + k, hook=pruner, **opt)
+        make_permanent(model)
+        alone.append(weights(model))
+
+    lanes = []
+    for k, rate in enumerate(rates):
+        model = network(k, 16, 0.0)
+        pruner = GradualPruner(model, prune_fn, rate, steps=3, every=2)
+        lanes.append(Lane(model, torch.Generator().manual_seed(7 + k), 7 + k, pruner))
+    fit_many(lanes, *data, **opt)
+    for k, lane in enumerate(lanes):
+        make_permanent(lane.model)
+        assert_same(weights(lane.model), alone[k])
+
+
+def test_one_lane_is_fit():
+    data = random_split(torch.Generator().manual_seed(5), 48)
+    opt = {"epochs": 1, "batch_size": 16, "lr": 0.1, "momentum": 0.5, "shuffle": True}
+    model = network(0, 24, 0.6)
+    torch.manual_seed(11)
+    train_alone(model, data, 11, **opt)
+    lane = Lane(network(0, 24, 0.6), torch.Generator().manual_seed(11), 11)
+    fit_many([lane], *data, **opt)
+    assert_same(weights(lane.model), weights(model))
+
+
+def test_batchable_needs_one_shape():
+    assert batchable([MLP(16), MLP(16)])
+    assert not batchable([MLP(16), MLP(17)])
+    assert not batchable([MLP(16), MLP(16, dropout=0.2)])
+    assert not batchable([MLP(16), MLP(16, activation="relu")])
+    assert not batchable([MLP(16), torch.nn.Sequential(torch.nn.Linear(784, 10))])
+
+
+# --- the training curve, evaluated beside training ---------------------------------------------
+
+
+def test_the_curve_is_the_same_evaluated_aside_or_inline(monkeypatch):
+    """With a second core the curve's accuracies are computed on a forked process: same rows."""
+    from nncompress import parallel
+
+    data = random_split(torch.Generator().manual_seed(9), 96)
+    opt = {"epochs": 2, "batch_size": 16, "lr": 0.3, "momentum": 0.9, "shuffle": False}
+    logs = []
+    for cores in (2, 1):
+        monkeypatch.setattr(parallel, "available_cores", lambda cores=cores: cores)
+        model = network(0, 32, 0.0)
+        torch.manual_seed(1)
+        logs.append(fit(model, data, data, log_every=5, **opt))
+    assert logs[0] == logs[1]
+    assert [row["iteration"] for row in logs[0]] == [5, 10, 12]
+    assert list(logs[0][0]) == ["iteration", "epoch", "loss", "train_accuracy", "val_accuracy"]

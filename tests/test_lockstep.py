@@ -1,0 +1,88 @@
+"""Jobs side by side (nncompress.lockstep): each job's result is the one it gets alone, its torch RNG
+its own, its retraining batched with the others'; errors reach the caller."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import fresh, random_split
+
+from nncompress import lockstep
+from nncompress.batched import Lane
+from nncompress.config import OptimiserConfig
+from nncompress.model import MLP
+from nncompress.prune.masks import make_permanent, unstructured
+from nncompress.prune.retrain import Retrainer
+
+random_prune = unstructured("random", "layer")
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    return {"train": random_split(g, 64), "val": random_split(g, 16)}
+
+
+@pytest.fixture(scope="module")
+def state():
+    torch.manual_seed(3)
+    return {k: v.clone() for k, v in MLP(hidden_size=16).state_dict().items()}
+
+
+class Counting(Retrainer):
+    """Records how many models each train_many call got."""
+
+    calls: list[int]
+
+    def train_many(self, lanes: list[Lane]) -> None:
+        self.calls.append(len(lanes))
+        super().train_many(lanes)
+
+
+def test_jobs_get_their_results_alone_with_retraining_batched(data, state):
+    opt = OptimiserConfig(epochs=1, lr=0.3, batch_size=16, momentum=0.9, shuffle=True, device="cpu")
+    retrain = Counting(data["train"], data["val"], opt, 2)
+    retrain.calls = []
+
+    def job(rate: float) -> tuple[dict, float]:
+        torch.manual_seed(int(rate * 100))
+        model = fresh(state)
+        random_prune(model, rate)  # draws from torch's RNG, before and after retraining
+        retrain(model)
+        random_prune(model, rate / 2)
+        retrain(model)
+        make_permanent(model)  # the weights it computes with (behind the masks, values may differ)
+        return {k: v.clone() for k, v in model.state_dict().items()}, torch.rand(()).item()
+
+    rates = [0.2, 0.5, 0.7, 0.9]
+    alone = [job(rate) for rate in rates]
+    assert retrain.calls == []  # outside `run`, every call trains at once, alone
+    retrain.calls = []
+    together = lockstep.run(job, rates)
+    assert retrain.calls == [4, 4]  # each round of retraining: one batched call for every job
+    for (a_state, a_draw), (t_state, t_draw) in zip(alone, together, strict=True):
+        assert a_draw == t_draw
+        assert a_state.keys() == t_state.keys()
+        assert all(torch.equal(a_state[k], t_state[k]) for k in a_state)
+
+
+def test_jobs_that_do_not_retrain_run_in_order():
+    seen = []
+
+    def job(i: int) -> int:
+        seen.append(i)
+        return i * i
+
+    assert lockstep.run(job, [3, 1, 2]) == [9, 1, 4]
+    assert seen == [3, 1, 2]
+    assert not lockstep.active()
+
+
+def test_a_failing_job_raises_in_the_caller(data, state):
+    def job(i: int) -> int:
+        if i == 1:
+            raise ValueError("job 1 failed")
+        return i
+
+    with pytest.raises(ValueError, match="job 1 failed"):
+        lockstep.run(job, [0, 1, 2])
