@@ -44,14 +44,11 @@ class Lane:
 
 
 def batchable(models: list[nn.Module]) -> bool:
-    """Whether these networks can be stacked: MLPs of one shape and dropout, all on the CPU, with
-    plain or pruned weights (not computed ones, such as shared weights)."""
+    """Whether these networks can be stacked: MLPs of one shape and dropout, all on the CPU."""
     first = models[0]
     if not all(type(m) is MLP for m in models):
         return False
     for m in models:
-        if any(_param(getattr(m, name)) is None for name in _LAYERS):
-            return False
         if m.fc1.weight.shape != first.fc1.weight.shape or m.dropout.p != first.dropout.p:
             return False
         if type(m.act) is not type(first.act) or m.fc1.weight.device.type != "cpu":
@@ -120,6 +117,36 @@ class _Stack:
                 layer.bias.data = self.bias[name].detach()[k, 0].clone()
 
 
+class _Gathered:
+    """Lanes whose weights are computed from other parameters (shared weights: centroids): each
+    step stacks what every model's layers compute, and each model's own SGD optimiser updates its
+    own parameters, exactly as in `fit`."""
+
+    def __init__(self, models: list[nn.Module], lr: float, momentum: float):
+        self.models = models
+        self.optimizers = [torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for m in models]
+        self.weight: dict[str, torch.Tensor] = {}
+        self.bias: dict[str, torch.Tensor] = {}
+
+    def gather(self) -> None:
+        for name in _LAYERS:
+            layers = [getattr(m, name) for m in self.models]
+            self.weight[name] = torch.stack([layer.weight for layer in layers])  # through each parametrization
+            self.bias[name] = torch.stack([layer.bias for layer in layers]).unsqueeze(1)
+
+    def step(self, loss: torch.Tensor) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
+def _plain(models: list[nn.Module]) -> bool:
+    """Whether every weight is a parameter of its own (or one under a pruning mask)."""
+    return all(_param(getattr(m, name)) is not None for m in models for name in _LAYERS)
+
+
 def _param(layer: nn.Module) -> nn.Parameter:
     """The trained weight: `weight_orig` under a pruning mask, else `weight`."""
     return layer._parameters.get("weight_orig", layer._parameters.get("weight"))
@@ -148,7 +175,7 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return torch.baddbmm(bias, x, weight.transpose(1, 2))
 
 
-def _forward(stack: _Stack, x: torch.Tensor, lanes: list[Lane], p: float, act: nn.Module) -> torch.Tensor:
+def _forward(stack: _Stack | _Gathered, x: torch.Tensor, lanes: list[Lane], p: float, act: nn.Module) -> torch.Tensor:
     """MLP.forward on every lane: fc1, activation, dropout (each lane's own draws), fc2."""
     h = _lanewise(act, _linear(x, stack.weight["fc1"], stack.bias["fc1"]))
     if p == 1:
@@ -216,8 +243,14 @@ def fit_many(
     n_batches = math.ceil(len(images) / batch_size)
     orders = [torch.Generator().manual_seed(lane.seed) for lane in lanes]
     hooked = [k for k, lane in enumerate(lanes) if lane.before_step is not None]
-    stack = _Stack(models)
-    params = stack.params()
+    if not _plain(models):
+        if hooked:
+            raise ValueError("fit_many: lanes with computed weights take no before_step hooks")
+        gathered = _Gathered(models, lr, momentum)
+        stack = None
+    else:
+        stack = _Stack(models)
+    params = stack.params() if stack else []
     for param in params:
         param.requires_grad_(True)
     bufs: list[torch.Tensor | None] = [None] * len(params)
@@ -235,16 +268,21 @@ def fit_many(
                 for k in hooked:
                     _call_hook(lanes[k], iteration)
                     stack.resync(k)
-                logits = _forward(stack, images[idx], lanes, p, act)
+                if stack is None:
+                    gathered.gather()
+                logits = _forward(stack or gathered, images[idx], lanes, p, act)
                 losses = F.cross_entropy(logits.flatten(0, 1), labels[idx].flatten(), reduction="none")
                 loss = losses.view(len(lanes), -1).mean(dim=1).sum()  # each lane's mean: its own gradient
-                grads = torch.autograd.grad(loss, params)
-                _sgd_step(stack, grads, bufs, lr, momentum)
+                if stack is None:
+                    gathered.step(loss)
+                else:
+                    _sgd_step(stack, torch.autograd.grad(loss, params), bufs, lr, momentum)
                 iteration += 1
     finally:
         for param in params:
             param.requires_grad_(False)
-        stack.release()
+        if stack is not None:
+            stack.release()
         for m in models:
             m.eval()
 

@@ -147,3 +147,28 @@ def test_the_curve_is_the_same_evaluated_aside_or_inline(monkeypatch):
     assert logs[0] == logs[1]
     assert [row["iteration"] for row in logs[0]] == [5, 10, 12]
     assert list(logs[0][0]) == ["iteration", "epoch", "loss", "train_accuracy", "val_accuracy"]
+
+
+def test_fit_many_trains_shared_weights_as_fit_does():
+    """The compress stage's centroid fine-tuning: weights computed from k-means centroids."""
+    from nncompress.compress.quantize import share_weights, unshare_weights
+
+    data = random_split(torch.Generator().manual_seed(4), 64)
+    opt = {"epochs": 2, "batch_size": 16, "lr": 0.1, "momentum": 0.9, "shuffle": True}
+    results = []
+    for together in (False, True):
+        models = [network(k, 16, rate) for k, rate in enumerate([0.5, 0.8, 0.9])]
+        for bits, model in zip([2, 3, 4], models, strict=True):
+            make_permanent(model)
+            share_weights(model, bits)
+        if together:
+            assert batchable(models)
+            fit_many([Lane(m, torch.Generator().manual_seed(20 + k), 20 + k) for k, m in enumerate(models)], *data, **opt)
+        else:
+            for k, model in enumerate(models):
+                torch.manual_seed(20 + k)
+                train_alone(model, data, 20 + k, **opt)
+        results.append([(unshare_weights(m), m.state_dict()) for m in models])
+    for (layers_a, state_a), (layers_b, state_b) in zip(*results, strict=True):
+        assert all((layers_a[n].centroids == layers_b[n].centroids).all() for n in layers_a)
+        assert_same(state_a, state_b)
