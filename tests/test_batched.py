@@ -163,7 +163,8 @@ def test_fit_many_trains_shared_weights_as_fit_does():
             share_weights(model, bits)
         if together:
             assert batchable(models)
-            fit_many([Lane(m, torch.Generator().manual_seed(20 + k), 20 + k) for k, m in enumerate(models)], *data, **opt)
+            lanes = [Lane(m, torch.Generator().manual_seed(20 + k), 20 + k) for k, m in enumerate(models)]
+            fit_many(lanes, *data, **opt)
         else:
             for k, model in enumerate(models):
                 torch.manual_seed(20 + k)
