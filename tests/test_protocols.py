@@ -1,0 +1,64 @@
+"""Protocols (nncompress.protocols): pipelines under protocols/<name>/ generated from dvc.yaml, run
+by DVC on their own params beside the default pipeline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, SMALL_PARAMS, dvc, make_repo, merge
+
+from nncompress import protocols
+
+PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def test_a_protocol_runs_the_same_scripts_on_its_own_files():
+    rendered = protocols.render(PIPELINE)
+    assert set(rendered["stages"]) == set(PIPELINE["stages"]) - set(protocols.PROJECT_WIDE)
+    for name, stage in rendered["stages"].items():
+        original = PIPELINE["stages"][name]
+        script = original["cmd"].split()[1]
+        assert stage["cmd"].split()[1] == f"../../{script}"
+        assert f"../../{script}" in stage["deps"] and "../../nncompress" in stage["deps"]
+        # everything else (data, models, metrics, plots, params) is the protocol's own
+        assert [d for d in stage["deps"] if not d.startswith("../../")] == [
+            d for d in original["deps"] if d not in (script, "nncompress")
+        ]
+        for key in ("outs", "metrics", "params", "matrix"):
+            assert stage.get(key) == original.get(key)
+    assert rendered["plots"] == PIPELINE["plots"]
+
+
+def test_committed_protocols_are_up_to_date():
+    proc = subprocess.run([sys.executable, "-m", "nncompress.protocols", "--check"], cwd=ROOT, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("mnist_available")
+def test_a_protocol_is_a_pipeline_of_its_own(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", SMALL_PARAMS)
+    folder = repo / "protocols" / "tiny"
+    folder.mkdir(parents=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    merge(params, {"sweep": {"methods": ["random", "magnitude"]}, "split": {"train_size": 512}})
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "nncompress.protocols"], cwd=repo, check=True, env={"PYTHONPATH": str(repo)})
+    assert (folder / "dvc.yaml").is_file()
+
+    dvc(repo, "repro", "protocols/tiny/dvc.yaml")
+    for name in ("train", "prune/random", "prune/magnitude", "compress"):
+        assert (folder / f"metrics/{name}.json").is_file()
+    assert not (repo / "metrics").exists()  # the default pipeline's results are not the protocol's
+    assert json.loads((folder / "metrics/train.json").read_text())["iterations"] == 2 * 512 // 32
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    files = {path for rev in shown.values() for path in rev.get("data", {})}
+    assert "protocols/tiny/metrics/train.json" in files
+    status = json.loads(dvc(repo, "status", "--json").stdout)  # every pipeline: the default one has not run
+    assert any(stage.startswith("prune@") for stage in status)
+    assert not any(stage.startswith("protocols/tiny") for stage in status)
