@@ -173,3 +173,27 @@ def test_fit_many_trains_shared_weights_as_fit_does():
     for (layers_a, state_a), (layers_b, state_b) in zip(*results, strict=True):
         assert all((layers_a[n].centroids == layers_b[n].centroids).all() for n in layers_a)
         assert_same(state_a, state_b)
+
+
+def test_fit_many_mixes_shared_and_pruned_networks():
+    """Lanes that are not all plain take the general path; a pruned lane there is masked as in fit."""
+    from nncompress.compress.quantize import share_weights
+
+    data = random_split(torch.Generator().manual_seed(6), 48)
+    opt = {"epochs": 1, "batch_size": 16, "lr": 0.1, "momentum": 0.9, "shuffle": True}
+    results = []
+    for together in (False, True):
+        shared, pruned = network(0, 16, 0.5), network(1, 16, 0.7)
+        make_permanent(shared)
+        share_weights(shared, 3)
+        if together:
+            lanes = [Lane(m, torch.Generator().manual_seed(k), k) for k, m in enumerate([shared, pruned])]
+            fit_many(lanes, *data, **opt)
+        else:
+            for k, model in enumerate([shared, pruned]):
+                torch.manual_seed(k)
+                train_alone(model, data, k, **opt)
+        make_permanent(pruned)
+        results.append([shared.state_dict(), pruned.state_dict()])
+    for a, b in zip(*results, strict=True):
+        assert_same(a, b)
