@@ -7,7 +7,10 @@ prune/           pruning: criteria and scope (masks), schedules, retraining, and
                  registry of named methods (prune/methods/, one module each)
 sweep            a method swept over compression rates, its CSV table and JSON metrics
 parallel         independent jobs (sweep points, compress settings) on every core or on Ray
-compress/        weight sharing, the .nnc file format and the size/accuracy grid
+compress/        weight sharing, the .nnc file format (and what `nncompress info` says of it),
+                 the size/accuracy grid
+export           ONNX export checked by ONNX Runtime, latencies: the export stage
+cli, predict     the `nncompress` command (info, export, eval) and any model file as logits
 plots            the pictures
 runner, fileio   what every stage script shares: one-line errors, atomic writes
 """

@@ -17,3 +17,7 @@ class DataError(PipelineError):
 
 class CheckpointError(PipelineError):
     """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+class ExportError(PipelineError):
+    """An exported model does not compute what the PyTorch model it came from computes."""

@@ -90,3 +90,31 @@ def test_compress_reads_the_section_of_the_method_it_uses() -> None:
 def test_dvc_yaml_is_short() -> None:
     """Half of the 416 lines it had with one hand-written stage per method and per-module deps."""
     assert len((ROOT / "dvc.yaml").read_text().splitlines()) <= 208
+
+
+def test_export_converts_the_shipped_file_after_compress() -> None:
+    export = STAGES["export"]
+    assert {"models/model.nnc", "models/model.pt", "data/split"} <= set(export["deps"])
+    compress_outs = {path for out in STAGES["compress"]["outs"] for path in out}
+    assert "models/model.nnc" in compress_outs  # so DVC runs export after compress
+    assert [next(iter(out)) for out in export["outs"]] == ["models/model.onnx", "models/structured.onnx"]
+    assert export["metrics"] == [{"metrics/export.json": {"cache": False, "persist": True}}]
+    assert set(export["params"]) == {"model", "finetune", "compress.sparsity", "prune_structured"}
+
+
+def test_the_shipped_models_are_artifacts_dvc_reads() -> None:
+    """dvc.yaml's `artifacts:` (DVC's model registry): DVC parses them, their names are valid, and
+    each is a model output of a stage, with a description and labels."""
+    from dvc.repo import Repo
+    from dvc.repo.artifacts import check_name_format
+
+    with Repo(str(ROOT)) as repo:
+        artifacts = repo.artifacts.read()["dvc.yaml"]
+    outs = {path for stage in STAGES.values() for out in stage.get("outs", []) for path in out}
+    for name, artifact in artifacts.items():
+        check_name_format(name)
+        assert artifact.type == "model", name
+        assert artifact.desc and artifact.labels, name
+        assert artifact.path in outs, name
+    shipped = {"models/model.nnc", "models/model.onnx", "models/structured.onnx", "models/model.pt"}
+    assert {artifact.path for artifact in artifacts.values()} == shipped

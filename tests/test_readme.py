@@ -97,3 +97,82 @@ def test_quotes_the_committed_compression_grid() -> None:
     for sparsity, group in table.groupby("sparsity"):
         line = f"| {sparsity:.0%} | " + " | ".join(compress_cell(row) for row in group.itertuples()) + " |"
         assert line in README, line
+
+
+# --- `nncompress info` on the shipped file ---------------------------------------------------------
+# The README quotes the command's output on models/model.nnc. When the pipeline has rebuilt the file,
+# refresh the quote with: .venv/bin/python tests/test_readme.py --refresh-info
+INFO_COMMAND = "$ nncompress info models/model.nnc\n"
+
+
+def quoted_info(readme: str = README) -> tuple[int, int]:
+    """Where the README's quoted `nncompress info models/model.nnc` output starts and ends."""
+    start = readme.index(INFO_COMMAND) + len(INFO_COMMAND)
+    return start, readme.index("```", start)
+
+
+def real_info() -> str:
+    """The command's output on the workspace's models/model.nnc, run as a user runs it, from the root."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "nncompress.cli", "info", "models/model.nnc"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout
+
+
+def shipped_file_is_the_committed_one() -> bool:
+    """models/model.nnc exists and is the file dvc.lock records (not an experiment's, not stale)."""
+    import hashlib
+
+    path = ROOT / "models/model.nnc"
+    if not path.is_file():
+        return False
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    (recorded,) = [out["md5"] for out in lock["stages"]["compress"]["outs"] if out["path"] == "models/model.nnc"]
+    return hashlib.md5(path.read_bytes()).hexdigest() == recorded
+
+
+@pytest.mark.skipif(
+    not shipped_file_is_the_committed_one(),
+    reason="models/model.nnc is missing or not the file dvc.lock records (dvc repro compress, or dvc pull)",
+)
+def test_quotes_the_real_info_output_of_the_shipped_file() -> None:
+    start, end = quoted_info()
+    assert README[start:end] == real_info(), "stale quote: run .venv/bin/python tests/test_readme.py --refresh-info"
+
+
+def test_the_info_quote_is_the_commands_shape() -> None:
+    """Whatever model it was made from, the quote is what `info` prints: header, network, layer table, sizes."""
+    import re
+
+    start, end = quoted_info()
+    lines = README[start:end].splitlines()
+    assert re.fullmatch(
+        r"models/model\.nnc: nncompress model file, format version 1, [\d,]+ bytes, "
+        r"checksum OK \(CRC-32 0x[0-9a-f]{8}\)",
+        lines[0],
+    ), lines[0]
+    assert lines[1].startswith("network: MLP 784 -> ")
+    assert lines[3].split()[:3] == ["layer", "shape", "kept"]
+    assert [line.split()[0] for line in lines[4:7]] == ["fc1", "fc2", "all"]
+    assert lines[-1].startswith("dense fp32: ")
+
+
+def refresh_info() -> None:
+    start, end = quoted_info()
+    (ROOT / "README.md").write_text(README[:start] + real_info() + README[end:])
+    print("README.md: the `nncompress info models/model.nnc` quote refreshed")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--refresh-info"]:
+        sys.exit("usage: python tests/test_readme.py --refresh-info")
+    refresh_info()

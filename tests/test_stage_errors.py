@@ -51,6 +51,7 @@ OUTPUTS = {
         "--png": "out/compress.png",
         "--metrics": "out/compress.json",
     },
+    "export": {"--onnx": "out/model.onnx", "--structured": "out/structured.onnx", "--metrics": "out/export.json"},
     "split": {"--out": "out/split/", "--samples": "out/samples.png"},
     "download": {"--out": "out/mnist/"},
 }
@@ -99,6 +100,17 @@ def valid_model_and_splits(case_dir):
     }
     save_splits(splits, case_dir / "in" / "split")
     return ["--model", "in/model.pt", "--split-dir", "in/split"]
+
+
+def no_compressed_file(case_dir):
+    """The export stage with a valid checkpoint and splits, but no models/model.nnc."""
+    return [*valid_model_and_splits(case_dir), "--nnc", "in/model.nnc"]
+
+
+def damaged_compressed_file(case_dir):
+    (case_dir / "in").mkdir(parents=True, exist_ok=True)
+    (case_dir / "in" / "model.nnc").write_bytes(b"PK\x03\x04 a zip file, not a compressed model")
+    return [*valid_model_and_splits(case_dir), "--nnc", "in/model.nnc"]
 
 
 def no_sweep_results(case_dir):
@@ -195,6 +207,21 @@ CASES = {
         "compress",
         ("in/model.pt: fc1.weight has shape [8, 784], the model in params.yaml expects [256, 784]",),
         prepare=small_checkpoint,
+    ),
+    "export_negative_finetune_epochs": Case(
+        "export",
+        ("params.yaml: finetune.epochs must be >= 0, got -1",),
+        set_value("finetune", "epochs", -1),
+    ),
+    "export_missing_compressed_file": Case(
+        "export",
+        ("in/model.nnc: missing (run the compress stage first: dvc repro compress)",),
+        prepare=no_compressed_file,
+    ),
+    "export_damaged_compressed_file": Case(
+        "export",
+        ("in/model.nnc: not a compressed model file (starts with b'PK\\x03\\x04', expected b'NNCZ')",),
+        prepare=damaged_compressed_file,
     ),
     "split_train_size_too_large": Case(
         "split",

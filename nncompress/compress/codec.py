@@ -17,6 +17,7 @@ only parses numbers and JSON, so a hostile file cannot run code; the CRC catches
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import zlib
@@ -203,13 +204,72 @@ def from_bytes(data: bytes, source: str = "file") -> MLP:
     return model.eval()
 
 
-def load(path: str | Path) -> MLP:
-    """Read a .nnc file into an ordinary PyTorch MLP (eval mode)."""
+def read(path: str | Path) -> bytes:
+    """A .nnc file's bytes; a missing or unreadable file is a CheckpointError naming it."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing (run the compress stage first: dvc repro compress)") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return from_bytes(data, str(path))
+
+
+def load(path: str | Path) -> MLP:
+    """Read a .nnc file into an ordinary PyTorch MLP (eval mode)."""
+    return from_bytes(read(path), str(Path(path)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a file's bytes go, section by section (they add up to the file's size)."""
+
+    version: int
+    crc: int
+    header: int  # magic, version, body length, CRC
+    metadata: int  # the JSON and its length
+    tables: dict[str, int]  # per layer: shared values (float32) and biases (float16)
+    stream: int  # one range-coded stream holding every layer's mask and codes
+
+    @property
+    def total(self) -> int:
+        return self.header + self.metadata + sum(self.tables.values()) + self.stream
+
+
+@dataclasses.dataclass(frozen=True)
+class Contents:
+    """A checked file, taken apart: what `nncompress info` reports."""
+
+    layout: Layout
+    arch: dict[str, Any]  # the MLP's hidden_size, activation, dropout
+    state: dict[str, torch.Tensor]  # the decoded state_dict
+    layers: dict[str, SharedLayer]
+
+
+def describe(data: bytes, source: str = "file") -> Contents:
+    """Decode `data` with every check `decode` makes, and measure the file's sections."""
+    arch, state, layers = decode(data, source)
+    _, version, _, crc = _HEAD.unpack_from(data)
+    (meta_len,) = _META_LEN.unpack_from(data, _HEAD.size)
+    tables = {name: 4 * len(layer.centroids) + 2 * layer.mask.shape[0] for name, layer in layers.items()}
+    metadata = _META_LEN.size + meta_len
+    stream = len(data) - _HEAD.size - metadata - sum(tables.values())
+    return Contents(Layout(version, crc, _HEAD.size, metadata, tables, stream), arch, state, layers)
+
+
+def information_bits(layer: SharedLayer) -> tuple[float, float]:
+    """(mask, codes): the bits a layer's symbols carry under the models the encoder codes them with.
+
+    The range coder's output comes within a few bytes of their sum over all layers, so this is how
+    the one shared stream splits between layers (an estimate: the coder rounds probabilities).
+    """
+    rows = layer.mask.astype(np.float64)
+    ones_before = np.cumsum(rows, axis=0) - rows
+    row_index = np.arange(layer.mask.shape[0], dtype=np.float64).reshape(-1, 1)
+    p_kept = _column_probabilities(ones_before, row_index, layer.mask.mean()) if layer.mask.size else rows
+    p = np.clip(np.where(layer.mask, p_kept, 1 - p_kept), 1e-12, 1.0)
+    mask_bits = float(-np.log2(p).sum())
+    counts = np.bincount(layer.codes, minlength=len(layer.centroids)).astype(np.float64)
+    nonzero = counts[counts > 0]
+    code_bits = float(-(nonzero * np.log2(nonzero / nonzero.sum())).sum()) if len(nonzero) else 0.0
+    return mask_bits, code_bits

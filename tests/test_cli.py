@@ -1,0 +1,239 @@
+"""The `nncompress` command: golden `info` output, one-line errors with the loader's words for
+damaged files, exit codes (0 ok, 1 bad input, 2 usage), --help everywhere, and export/eval agreeing
+across the .nnc, .onnx and .pt formats."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nncompress import cli
+from nncompress.compress import codec
+from nncompress.compress.quantize import SharedLayer
+from nncompress.data import save_splits
+from nncompress.errors import CheckpointError
+from nncompress.model import MLP
+
+
+def tiny_nnc(path: Path) -> Path:
+    """A small .nnc file built from fixed numbers (no training, no k-means), so its bytes never change."""
+    model = MLP(hidden_size=4, activation="relu", dropout=0.1)
+    mask1 = np.zeros((4, 784), dtype=bool)
+    mask1.flat[::7] = True
+    mask2 = np.add.outer(np.arange(10), np.arange(4)) % 2 == 0
+    layers = {
+        "fc1": SharedLayer(mask1, (np.arange(mask1.sum()) % 4).astype(np.uint8), np.float32([-0.5, -0.1, 0.1, 0.5])),
+        "fc2": SharedLayer(mask2, (np.arange(mask2.sum()) % 2).astype(np.uint8), np.float32([-1.0, 1.0])),
+    }
+    with torch.no_grad():
+        for name, layer in layers.items():
+            module = getattr(model, name)
+            module.weight.copy_(torch.from_numpy(layer.dense()))
+            module.bias.copy_(torch.linspace(-1, 1, module.out_features))
+    path.write_bytes(codec.encode(model, layers))
+    return path
+
+
+GOLDEN_INFO = """\
+tiny.nnc: nncompress model file, format version 1, 507 bytes, checksum OK (CRC-32 0x4a995551)
+network: MLP 784 -> 4 -> 10, relu activation, dropout 0.1 (3,190 parameters)
+
+layer  shape    kept weights          shared values  tables B  stream B  total B  bits/weight
+fc1    4 x 784  448 of 3,136 (14.3%)  4 (2 bits)           24      ~236     ~260        ~4.64
+fc2    10 x 4   20 of 40 (50.0%)      2 (1 bit)            28        ~8      ~36       ~14.40
+all             468 of 3,176 (14.7%)                       52       244      296         8.67
+
+file: 507 bytes = header 13 + metadata 198 + tables 52 + coded stream 244
+  tables: a layer's shared values (float32) and biases (float16), exact;
+  stream: one range-coded stream of every layer's kept-weight mask and value codes, split here
+  in proportion to the information each layer's symbols carry (~: an estimate);
+  bits/weight: bytes x 8 per kept weight (the last row: the whole file's).
+dense fp32: 12,760 bytes (4 x 3,190 parameters), 25.2x this file; as a torch.save state_dict: 15,133 bytes, 29.8x
+"""
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """`nncompress ARGS` in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_info_prints_the_golden_description(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny_nnc(Path("tiny.nnc"))
+    assert run("info", "tiny.nnc") == (0, GOLDEN_INFO, "")
+
+
+def test_the_sections_add_up_to_the_file(tmp_path: Path) -> None:
+    data = tiny_nnc(tmp_path / "tiny.nnc").read_bytes()
+    layout = codec.describe(data).layout
+    assert layout.total == len(data)
+    assert layout.tables == {"fc1": 4 * 4 + 2 * 4, "fc2": 2 * 4 + 2 * 10}
+
+
+def _damaged(data: bytes) -> dict[str, bytes | None]:
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    return {
+        "truncated": data[:-5],
+        "flipped byte": bytes(flipped),
+        "wrong magic": b"PK\x03\x04" + data[4:],
+        "trailing bytes": data + b"\0",
+        "empty": b"",
+        "missing": None,
+    }
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "wrong magic", "trailing bytes", "empty", "missing"])
+@pytest.mark.parametrize("command", [["info"], ["export", "--pt", "out.pt"]])
+def test_a_damaged_file_gets_the_loaders_one_line_error(
+    damage: str, command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = _damaged(tiny_nnc(Path("good.nnc")).read_bytes())[damage]
+    if data is not None:
+        Path("bad.nnc").write_bytes(data)
+    with pytest.raises(CheckpointError) as loader:
+        codec.load("bad.nnc")
+    code, out, err = run(command[0], "bad.nnc", *command[1:])
+    assert (code, out, err) == (1, "", f"error: {loader.value}\n")
+    assert not Path("out.pt").exists()
+
+
+@pytest.mark.parametrize("args", [[], ["info"], ["export"], ["eval"]])
+def test_help(args: list[str]) -> None:
+    code, out, err = run(*args, "--help")
+    assert code == 0 and err == ""
+    assert out.startswith(f"usage: nncompress {' '.join(args)}".rstrip())
+    assert "exit codes:" in out and "2  usage error" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["frobnicate"],
+        ["info"],
+        ["info", "a.nnc", "b.nnc"],
+        ["export", "model.nnc"],  # neither --onnx nor --pt
+        ["eval", "model.nnc"],  # no --split
+        ["eval", "model.nnc", "--split", "data/split", "--subset", "holdout"],
+        ["eval", "model.pt", "--split", "data/split", "--activation", "gelu"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    code, out, err = run(*args)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: nncompress")
+    assert err.splitlines()[-1].startswith("nncompress")
+    assert ": error: " in err.splitlines()[-1]
+
+
+@pytest.fixture
+def split_dir(tmp_path: Path) -> Path:
+    """A split directory as the split stage writes it, holding random images."""
+    g = torch.Generator().manual_seed(0)
+
+    def part(n: int) -> dict[str, torch.Tensor]:
+        return {
+            "images": torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
+            "labels": torch.randint(0, 10, (n,), generator=g),
+        }
+
+    save_splits({"train": part(8), "val": part(8), "test": part(300)}, tmp_path / "split")
+    return tmp_path / "split"
+
+
+def test_export_writes_onnx_and_a_weights_only_state_dict_that_evaluate_alike(split_dir: Path, tmp_path: Path) -> None:
+    nnc = tiny_nnc(tmp_path / "tiny.nnc")
+    onnx_path, pt_path = tmp_path / "out/tiny.onnx", tmp_path / "out/tiny.pt"
+    code, out, err = run("export", str(nnc), "--onnx", str(onnx_path), "--pt", str(pt_path))
+    assert code == 0 and err == "", err
+    assert f"{onnx_path}: {onnx_path.stat().st_size:,} bytes, ONNX opset" in out
+    assert f"{pt_path}: {pt_path.stat().st_size:,} bytes, a weights-only state_dict" in out
+    assert sorted(p.name for p in onnx_path.parent.iterdir()) == ["tiny.onnx", "tiny.pt"]  # no temporary files left
+
+    state = torch.load(pt_path, weights_only=True)
+    decoded = codec.load(nnc).state_dict()
+    assert list(state) == list(decoded)
+    for key, tensor in state.items():
+        assert type(tensor) is torch.Tensor and torch.equal(tensor, decoded[key]), key
+
+    results = {}
+    for path, extra in ((nnc, []), (onnx_path, []), (pt_path, ["--activation", "relu"])):
+        code, out, err = run("eval", str(path), "--split", str(split_dir), *extra)
+        assert code == 0 and err == "", err
+        results[path.suffix] = out.split(": ", 1)[1]
+    test = torch.load(split_dir / "test.pt", weights_only=True)
+    predicted = codec.load(nnc)(test["images"].reshape(300, -1).float() / 255).argmax(1)
+    correct = int((predicted == test["labels"]).sum())
+    expected = f"test accuracy {correct / 300:.4f} ({correct} of 300 images in {split_dir / 'test.pt'})\n"
+    assert results == {".nnc": expected, ".onnx": expected, ".pt": expected}
+
+
+def test_eval_reads_a_state_dicts_activation_from_params(split_dir: Path, tmp_path: Path) -> None:
+    nnc = tiny_nnc(tmp_path / "tiny.nnc")
+    pt_path = tmp_path / "tiny.pt"
+    assert run("export", str(nnc), "--pt", str(pt_path))[0] == 0
+    with_flag = run("eval", str(pt_path), "--split", str(split_dir), "--activation", "relu")
+    params = tmp_path / "params.yaml"
+    params.write_text("model:\n  hidden_size: 4\n  activation: relu\n  dropout: 0.1\n")
+    assert run("eval", str(pt_path), "--split", str(split_dir), "--params", str(params)) == with_flag
+    code, out, err = run("eval", str(pt_path), "--split", str(split_dir), "--params", str(tmp_path / "none.yaml"))
+    assert (code, out) == (1, "")
+    assert err == f"error: {pt_path}: a state_dict does not record its activation (pass --activation)\n"
+
+
+def test_eval_errors_are_one_line(split_dir: Path, tmp_path: Path) -> None:
+    nnc = tiny_nnc(tmp_path / "tiny.nnc")
+    (tmp_path / "model.h5").write_bytes(b"")
+    (tmp_path / "garbage.onnx").write_bytes(b"not a protobuf at all")
+    torch.save({"fc1.weight": "a string"}, tmp_path / "foreign.pt")
+    (tmp_path / "pickle.pt").write_bytes(b"\x80\x02K\x01.")  # a pickle, not a torch archive
+    cases = {
+        (str(tmp_path / "model.h5"),): "unknown model format '.h5' (expected .nnc, .onnx or .pt)",
+        (str(tmp_path / "garbage.onnx"),): "not a loadable ONNX model",
+        (str(tmp_path / "foreign.pt"), "--activation", "relu"): "expected the MLP's state_dict",
+        (str(tmp_path / "pickle.pt"), "--activation", "relu"): "not a loadable weights-only checkpoint",
+        (str(tmp_path / "none.onnx"),): "missing",
+    }
+    for args, message in cases.items():
+        code, out, err = run("eval", *args, "--split", str(split_dir))
+        assert (code, out) == (1, ""), args
+        assert err.startswith(f"error: {args[0]}: {message}") and err.count("\n") == 1, err
+    code, out, err = run("eval", str(nnc), "--split", str(tmp_path / "nowhere"))
+    assert (code, out) == (1, "")
+    assert err == f"error: {tmp_path / 'nowhere/test.pt'}: missing (run the split stage first: dvc repro split)\n"
+
+
+def test_an_output_that_cannot_be_written_is_a_one_line_error(tmp_path: Path) -> None:
+    nnc = tiny_nnc(tmp_path / "tiny.nnc")
+    (tmp_path / "file").write_text("")
+    code, out, err = run("export", str(nnc), "--pt", str(tmp_path / "file/out.pt"))
+    assert (code, out) == (1, "")
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_installed_console_script() -> None:
+    """`nncompress` is on the venv's PATH (pyproject's [project.scripts]) and exits as documented."""
+    script = shutil.which("nncompress", path=str(Path(sys.executable).parent))
+    assert script, "the nncompress console script is not installed: pip install -e ."
+    proc = subprocess.run([script, "info", "/nonexistent/model.nnc"], capture_output=True, text=True)
+    expected = "error: /nonexistent/model.nnc: missing (run the compress stage first: dvc repro compress)\n"
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", expected)
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: nncompress")
