@@ -23,6 +23,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = "protocols"
 PROJECT_WIDE = ("schema",)  # stages whose outputs belong to the project, not to a protocol
+# The model registry names the default pipeline's models; a protocol's are found by path.
+NOT_RENDERED = ("artifacts",)
 SHARED = ("stages", "nncompress")  # code paths: the project's, seen from a protocol's folder
 UP = "../../"
 HEADER = (
@@ -38,7 +40,7 @@ def _shared(path: str) -> str:
 
 def render(pipeline: dict[str, Any]) -> dict[str, Any]:
     """The dvc.yaml of a protocol, from the default pipeline's."""
-    result = copy.deepcopy(pipeline)
+    result = {key: copy.deepcopy(value) for key, value in pipeline.items() if key not in NOT_RENDERED}
     stages = {}
     for name, stage in result["stages"].items():
         if name in PROJECT_WIDE:

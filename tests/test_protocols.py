@@ -32,6 +32,7 @@ def test_a_protocol_runs_the_same_scripts_on_its_own_files():
         for key in ("outs", "metrics", "params", "matrix"):
             assert stage.get(key) == original.get(key)
     assert rendered["plots"] == PIPELINE["plots"]
+    assert "artifacts" not in rendered
 
 
 def test_committed_protocols_are_up_to_date():
