@@ -29,7 +29,6 @@ from nncompress.model import MLP
 
 _CHUNK = 64  # floats: a multiple of every SIMD loop's block (2 x 16 floats with AVX-512)
 _SMALL = 4096  # multiply-adds: below about 400, torch's batched product takes another kernel than mm's
-_LAYERS = ("fc1", "fc2")
 
 
 @dataclasses.dataclass
@@ -44,12 +43,13 @@ class Lane:
 
 
 def batchable(models: list[nn.Module]) -> bool:
-    """Whether these networks can be stacked: MLPs of one shape and dropout, all on the CPU."""
+    """Whether these networks can be stacked: MLPs of one shape (any number of hidden layers) and
+    dropout, all on the CPU."""
     first = models[0]
     if not all(type(m) is MLP for m in models):
         return False
     for m in models:
-        if m.fc1.weight.shape != first.fc1.weight.shape or m.dropout.p != first.dropout.p:
+        if m.hidden_sizes != first.hidden_sizes or m.dropout.p != first.dropout.p:
             return False
         if type(m.act) is not type(first.act) or m.fc1.weight.device.type != "cpu":
             return False
@@ -71,22 +71,23 @@ class _Stack:
 
     def __init__(self, models: list[nn.Module]):
         self.models = models
+        self.names: tuple[str, ...] = models[0].layer_names
         self.weight: dict[str, torch.Tensor] = {}
         self.bias: dict[str, torch.Tensor] = {}
         self.masks: list[dict[str, torch.Tensor | None]] = [{} for _ in models]
         self.remasked = [False] * len(models)  # whether a hook has changed the lane's masks
         self._bound: list[dict[str, tuple[int, ...]]] = [{} for _ in models]
         with torch.no_grad():
-            for name in _LAYERS:
+            for name in self.names:
                 layers = [getattr(m, name) for m in models]
                 self.weight[name] = torch.stack([_effective(layer) for layer in layers])
                 self.bias[name] = torch.stack([layer.bias.detach() for layer in layers]).unsqueeze(1)
         for k in range(len(models)):
-            for name in _LAYERS:
+            for name in self.names:
                 self._bind(k, name)
 
     def params(self) -> list[torch.Tensor]:
-        return [t for name in _LAYERS for t in (self.weight[name], self.bias[name])]
+        return [t for name in self.names for t in (self.weight[name], self.bias[name])]
 
     def _bind(self, k: int, name: str) -> None:
         """Make layer `name` of model k hold views of lane k (hooks then see current values)."""
@@ -98,7 +99,7 @@ class _Stack:
 
     def resync(self, k: int) -> None:
         """After model k's hook: take over whatever it replaced (new weights, a new mask)."""
-        for name in _LAYERS:
+        for name in self.names:
             layer = getattr(self.models[k], name)
             if _identity(layer) == self._bound[k][name]:
                 continue
@@ -111,7 +112,7 @@ class _Stack:
     def release(self) -> None:
         """Give every model its own copy of its weights (not views of the stack)."""
         for k, model in enumerate(self.models):
-            for name in _LAYERS:
+            for name in self.names:
                 layer = getattr(model, name)
                 _param(layer).data = self.weight[name].detach()[k].clone()
                 layer.bias.data = self.bias[name].detach()[k, 0].clone()
@@ -124,12 +125,13 @@ class _Gathered:
 
     def __init__(self, models: list[nn.Module], lr: float, momentum: float):
         self.models = models
+        self.names: tuple[str, ...] = models[0].layer_names
         self.optimizers = [torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for m in models]
         self.weight: dict[str, torch.Tensor] = {}
         self.bias: dict[str, torch.Tensor] = {}
 
     def gather(self) -> None:
-        for name in _LAYERS:
+        for name in self.names:
             layers = [getattr(m, name) for m in self.models]
             self.weight[name] = torch.stack([_forward_weight(layer) for layer in layers])
             self.bias[name] = torch.stack([layer.bias for layer in layers]).unsqueeze(1)
@@ -150,7 +152,7 @@ def _forward_weight(layer: nn.Module) -> torch.Tensor:
 
 def _plain(models: list[nn.Module]) -> bool:
     """Whether every weight is a parameter of its own (or one under a pruning mask)."""
-    return all(_param(getattr(m, name)) is not None for m in models for name in _LAYERS)
+    return all(_param(getattr(m, name)) is not None for m in models for name in m.layer_names)
 
 
 def _param(layer: nn.Module) -> nn.Parameter:
@@ -182,15 +184,18 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 
 
 def _forward(stack: _Stack | _Gathered, x: torch.Tensor, lanes: list[Lane], p: float, act: nn.Module) -> torch.Tensor:
-    """MLP.forward on every lane: fc1, activation, dropout (each lane's own draws), fc2."""
-    h = _lanewise(act, _linear(x, stack.weight["fc1"], stack.bias["fc1"]))
-    if p == 1:
-        h = h * torch.zeros(())
-    elif p > 0:  # as torch's CPU dropout: noise = bernoulli(1 - p) / (1 - p); input * noise
-        shape = h.shape[1:]
-        noise = torch.stack([torch.empty(shape).bernoulli_(1 - p, generator=lane.rng) for lane in lanes])
-        h = h * noise.div_(1 - p)
-    return _linear(h, stack.weight["fc2"], stack.bias["fc2"])
+    """MLP.forward on every lane: per hidden layer Linear, activation, dropout (each lane's own
+    draws, layer after layer as in `fit`), then the output layer."""
+    *hidden, out = stack.names
+    for name in hidden:
+        x = _lanewise(act, _linear(x, stack.weight[name], stack.bias[name]))
+        if p == 1:
+            x = x * torch.zeros(())
+        elif p > 0:  # as torch's CPU dropout: noise = bernoulli(1 - p) / (1 - p); input * noise
+            shape = x.shape[1:]
+            noise = torch.stack([torch.empty(shape).bernoulli_(1 - p, generator=lane.rng) for lane in lanes])
+            x = x * noise.div_(1 - p)
+    return _linear(x, stack.weight[out], stack.bias[out])
 
 
 @torch.no_grad()
@@ -208,7 +213,7 @@ def _sgd_step(
     params = stack.params()
     first = bufs[0] is None
     for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
-        name = _LAYERS[i // 2] if i % 2 == 0 else None  # weights have masks, biases not
+        name = stack.names[i // 2] if i % 2 == 0 else None  # weights have masks, biases not
         if first:
             bufs[i] = torch.empty_like(grad) if momentum != 0 else None
         buf = bufs[i]

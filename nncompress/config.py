@@ -1,8 +1,9 @@
 """The schema of params.yaml: one pydantic model per section, and the whole file as `Params`.
 
-Ranges come from the modules that own them (the model's activations and sizes, the codec's bit
-widths, the training devices, the pruning scopes); each pruning method brings its own section,
-`prune_<name>`, from the registry. `load` validates the whole file before a stage does any work;
+Ranges come from the modules that own them (the codec's bit widths, the training devices, the
+pruning scopes); each pruning method brings its own section, `prune_<name>`, from its registry, and
+each network its keys of the `model` section, whose `arch` chooses it from the network registry.
+`load` validates the whole file before a stage does any work;
 `json_schema` is what `stages/schema.py` writes for editors.
 """
 
@@ -17,7 +18,7 @@ from pydantic import create_model, model_validator
 from nncompress.compress.quantize import MAX_BITS
 from nncompress.data.mnist import TEST_SIZE, TRAIN_SIZE
 from nncompress.errors import ParamError
-from nncompress.model import ACTIVATIONS, MAX_HIDDEN
+from nncompress.nets import NetConfig
 from nncompress.parallel import EXECUTORS
 from nncompress.prune import METHODS
 from nncompress.prune.registry import MethodConfig, section_name
@@ -75,10 +76,8 @@ class SplitConfig(Section):
         return self
 
 
-class ModelConfig(Section):
-    hidden_size: Annotated[int, between(1, MAX_HIDDEN)]
-    activation: Annotated[str, one_of(ACTIVATIONS)]
-    dropout: Annotated[Number, fraction()]
+# The model section: `arch` and that network's keys; it validates to the network's own class.
+ModelConfig = NetConfig
 
 
 class OptimiserConfig(Section):

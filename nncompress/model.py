@@ -1,4 +1,5 @@
-"""The reference classifier, a 784-256-10 MLP, and safe checkpoint loading."""
+"""The network params.yaml chooses (nncompress.nets: the seed's MLP, LeNet-300-100, LeNet-5, or one
+of your own), and safe checkpoint loading."""
 
 from __future__ import annotations
 
@@ -11,43 +12,37 @@ from torch import nn
 
 from nncompress.errors import CheckpointError
 from nncompress.fileio import save_torch
+from nncompress.nets import IN_FEATURES, NUM_CLASSES
+from nncompress.nets.mlp import ACTIVATIONS, MAX_HIDDEN, MLP
 
 if TYPE_CHECKING:
     from nncompress.config import ModelConfig
 
-IN_FEATURES = 28 * 28
-NUM_CLASSES = 10
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
-ACTIVATIONS = tuple(_ACTIVATIONS)
-MAX_HIDDEN = 65_536  # far beyond anything useful for MNIST; refuses typos like 2560000
+__all__ = [
+    "ACTIVATIONS",
+    "IN_FEATURES",
+    "MAX_HIDDEN",
+    "MLP",
+    "NUM_CLASSES",
+    "build_model",
+    "copier",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 
-class MLP(nn.Module):
-    """784 -> Linear(hidden) -> activation -> Dropout -> Linear(10); returns logits."""
-
-    def __init__(self, hidden_size: int = 256, activation: str = "sigmoid", dropout: float = 0.15):
-        super().__init__()
-        self.fc1 = nn.Linear(IN_FEATURES, hidden_size)
-        self.act = _ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden_size, NUM_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(x, 1)
-        return self.fc2(self.dropout(self.act(self.fc1(x))))
+def build_model(params: ModelConfig) -> nn.Module:
+    """A freshly initialised network of the `model` section (its arch's class builds it)."""
+    return params.build()
 
 
-def build_model(params: ModelConfig) -> MLP:
-    return MLP(params.hidden_size, params.activation, params.dropout)
-
-
-def copier(params: ModelConfig, trained: nn.Module) -> Callable[[], MLP]:
+def copier(params: ModelConfig, trained: nn.Module) -> Callable[[], nn.Module]:
     """A function that returns a new copy of `trained` at each call. Each copy is built before its
     weights are loaded, so it draws an initialisation from torch's RNG first, as sweep points always
     have (their results depend on it only through that RNG state)."""
     state = {k: v.detach().clone() for k, v in trained.state_dict().items()}
 
-    def fresh() -> MLP:
+    def fresh() -> nn.Module:
         model = build_model(params)
         model.load_state_dict(state)
         return model

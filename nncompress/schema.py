@@ -160,11 +160,22 @@ def _field_type(model: type[BaseModel], loc: Sequence[str | int]) -> Any:
         tp = _unwrap(tp)
         if isinstance(part, int):  # an element of a list
             tp = typing.get_args(tp)[0] if typing.get_args(tp) else None
-        elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
-            tp = tp.model_fields[part].annotation
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and (owner := _owner(tp, part)) is not None:
+            tp = owner.model_fields[part].annotation
         else:
             return None
     return _unwrap(tp)
+
+
+def _owner(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    """`model` if it has the field `name`, else the first subclass that has it: a section that
+    dispatches to subclasses (the model section, to the chosen network's) reports their fields."""
+    if name in model.model_fields:
+        return model
+    for sub in model.__subclasses__():
+        if (owner := _owner(sub, name)) is not None:
+            return owner
+    return None
 
 
 _TYPE_NAMES = {

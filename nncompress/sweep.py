@@ -15,6 +15,7 @@ from torch import nn
 from nncompress import model as model_lib
 from nncompress.data import Split, load_splits
 from nncompress.fileio import write_csv, write_json
+from nncompress.macs import macs
 from nncompress.parallel import run_together
 from nncompress.prune import Context
 from nncompress.prune.masks import count_weights, make_permanent
@@ -31,6 +32,7 @@ COLUMNS = (
     "sparsity",
     "nonzero_weights",
     "parameters",
+    "macs",
     "val_accuracy",
     "val_accuracy_std",
     "test_accuracy",
@@ -69,6 +71,7 @@ class SweepPoint:
             "sparsity": 1 - nonzero / dense_weights,
             "nonzero_weights": nonzero,
             "parameters": sum(p.numel() for p in model.parameters()),
+            "macs": macs(model),
             "val_accuracy": accuracy(model, self.val),
             "test_accuracy": accuracy(model, self.test),
         }
@@ -92,7 +95,7 @@ def run_sweep(
     `workers` processes (0: every core) or on Ray (`executor`), each process retraining its points
     as one batched model, with the same rows either way.
     Sparsity is measured: the fraction of the dense model's weights that are zero or gone
-    (structured pruning removes them).
+    (structured pruning removes them); `macs` are those of one image through the pruned model.
     """
     points = [(rate, seed) for rate in sorted(rates) for seed in seeds]
     job = SweepPoint(load_model, method, val, test)
@@ -102,7 +105,7 @@ def run_sweep(
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds per rate, with the standard deviation of the accuracies (0 for one seed)."""
     grouped = runs.groupby("compression_rate", sort=True)
-    table = grouped[["sparsity", "nonzero_weights", "parameters", "val_accuracy", "test_accuracy"]].mean()
+    table = grouped[["sparsity", "nonzero_weights", "parameters", "macs", "val_accuracy", "test_accuracy"]].mean()
     std = grouped[["val_accuracy", "test_accuracy"]].std(ddof=0)
     table["val_accuracy_std"] = std["val_accuracy"]
     table["test_accuracy_std"] = std["test_accuracy"]
@@ -155,6 +158,7 @@ def format_table(table: pd.DataFrame) -> str:
             "sparsity": "{:.4f}".format,
             "nonzero_weights": "{:.0f}".format,
             "parameters": "{:.0f}".format,
+            "macs": "{:.0f}".format,
             "val_accuracy": "{:.4f}".format,
             "val_accuracy_std": "{:.4f}".format,
             "test_accuracy": "{:.4f}".format,

@@ -6,11 +6,15 @@ every setting of the sweep grid too, reporting the accuracy of each model as dec
 
 from __future__ import annotations
 
+from torch import nn
+
 from nncompress import config, plots
 from nncompress import model as model_lib
 from nncompress.compress import codec, grid
 from nncompress.data import load_splits
 from nncompress.fileio import write_bytes, write_csv, write_json
+from nncompress.macs import macs
+from nncompress.nets.mlp import require_one_hidden_layer
 from nncompress.prune import Context
 from nncompress.prune.masks import sparsity
 from nncompress.prune.retrain import Retrainer
@@ -23,6 +27,7 @@ OUTPUTS = {"out": "models/model.nnc", "csv": "plots/compress.csv", "png": "plots
 def main() -> None:
     args = arguments(__doc__, metrics="metrics/compress.json", **OUTPUTS).parse_args()
     params = config.load(args.params)
+    require_one_hidden_layer(params.model, "the compressed file format (.nnc)")  # before any work
     own = params.compress
     device = resolve_device(params.finetune.device, "finetune.device")
     dense = model_lib.load_checkpoint(model_lib.build_model(params.model), args.model)
@@ -31,7 +36,7 @@ def main() -> None:
 
     fresh = model_lib.copier(params.model, dense)
 
-    def prune(rate: float) -> model_lib.MLP:
+    def prune(rate: float) -> nn.Module:
         return method(fresh(), rate)
 
     dense_bytes = grid.state_dict_bytes(dense)
@@ -57,6 +62,7 @@ def main() -> None:
     test_acc = accuracy(restored, test)
     size = args.out.stat().st_size
     row = table[(table["sparsity"] == own.sparsity) & (table["bits"] == own.bits)].iloc[0]
+    shipped_sparsity = sparsity(restored)
     write_csv(args.csv, table)
     plots.accuracy_vs_size(table, dense_bytes, dense_acc, shipped, args.png)
     write_json(
@@ -70,7 +76,9 @@ def main() -> None:
             "accuracy_drop": 100 * (dense_acc - test_acc),
             "val_accuracy": accuracy(restored, val),
             "pruned_test_accuracy": float(row["pruned_test_accuracy"]),
-            "sparsity": sparsity(restored)["total"],
+            "sparsity": shipped_sparsity.pop("total"),
+            "layer_sparsity": shipped_sparsity,  # per prunable layer (global pruning spreads it unevenly)
+            "macs": macs(restored),  # per image, nonzero weights only
             "bits": own.bits,
             "bits_per_weight": float(row["bits_per_weight"]),
         },

@@ -9,6 +9,7 @@ from conftest import random_split
 
 from nncompress.batched import Lane, batchable, fit_many
 from nncompress.model import MLP
+from nncompress.nets import NETS
 from nncompress.prune.masks import make_permanent, unstructured
 from nncompress.prune.schedule import GradualPruner
 from nncompress.training import fit
@@ -18,9 +19,11 @@ global_magnitude = unstructured("magnitude", "global")
 random_layer = unstructured("random", "layer")
 
 
-def network(seed: int, hidden: int, rate: float, dropout: float = 0.15, prune_fn=magnitude) -> MLP:
+def network(
+    seed: int, hidden: int | tuple[int, ...], rate: float, dropout: float = 0.15, prune_fn=magnitude, act="sigmoid"
+) -> MLP:
     torch.manual_seed(seed)
-    model = MLP(hidden_size=hidden, dropout=dropout)
+    model = MLP(hidden_size=hidden, activation=act, dropout=dropout)
     if rate:
         prune_fn(model, rate)
     return model
@@ -28,9 +31,9 @@ def network(seed: int, hidden: int, rate: float, dropout: float = 0.15, prune_fn
 
 def weights(model: MLP) -> dict[str, torch.Tensor]:
     """What the model computes with: masks folded in (a copy, the model untouched)."""
-    copy = MLP(hidden_size=model.fc1.out_features, dropout=model.dropout.p)
+    copy = MLP(hidden_size=model.hidden_sizes, dropout=model.dropout.p)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    for name in ("fc1", "fc2"):
+    for name in model.layer_names:
         if f"{name}.weight_mask" in state:
             state[f"{name}.weight"] = state.pop(f"{name}.weight_orig") * state.pop(f"{name}.weight_mask")
     copy.load_state_dict(state)
@@ -51,30 +54,35 @@ def train_alone(model: MLP, data, seed: int, hook=None, **opt) -> torch.Generato
     return rng
 
 
-CASES = [  # hidden size, training images, batch size, dropout, shuffle
-    (32, 96, 16, 0.15, True),
-    (256, 128, 32, 0.15, True),
-    (10, 50, 16, 0.3, True),  # no size a multiple of the SIMD block; a short last batch
-    (12, 40, 8, 0.0, False),
-    (8, 32, 8, 1.0, True),
+CASES = [  # hidden sizes, training images, batch size, dropout, shuffle, activation
+    (32, 96, 16, 0.15, True, "sigmoid"),
+    (256, 128, 32, 0.15, True, "sigmoid"),
+    (10, 50, 16, 0.3, True, "sigmoid"),  # no size a multiple of the SIMD block; a short last batch
+    (12, 40, 8, 0.0, False, "sigmoid"),
+    (8, 32, 8, 1.0, True, "sigmoid"),
+    # several hidden layers: each lane's dropout draws layer after layer, as fit's
+    ((32, 16), 96, 16, 0.15, True, "sigmoid"),
+    ((10, 7), 50, 16, 0.3, True, "tanh"),
+    ((300, 100), 64, 32, 0.0, True, "relu"),  # LeNet-300-100
+    ((16, 12, 8), 40, 8, 0.2, False, "relu"),
 ]
 
 
-@pytest.mark.parametrize(("hidden", "n", "batch", "dropout", "shuffle"), CASES)
-def test_fit_many_equals_fit_on_each(hidden, n, batch, dropout, shuffle):
-    data = random_split(torch.Generator().manual_seed(hidden), n)
+@pytest.mark.parametrize(("hidden", "n", "batch", "dropout", "shuffle", "act"), CASES)
+def test_fit_many_equals_fit_on_each(hidden, n, batch, dropout, shuffle, act):
+    data = random_split(torch.Generator().manual_seed(hidden if isinstance(hidden, int) else sum(hidden)), n)
     opt = {"epochs": 2, "batch_size": batch, "lr": 0.3, "momentum": 0.9, "shuffle": shuffle}
     rates = [0.0, 0.5, 0.9, 0.3]
     alone, rngs = [], []
     for k, rate in enumerate(rates):
-        model = network(k, hidden, rate, dropout)
+        model = network(k, hidden, rate, dropout, act=act)
         torch.manual_seed(100 + k)
         rngs.append(train_alone(model, data, 100 + k, **opt).get_state())
         alone.append(weights(model))
 
     lanes = []
     for k, rate in enumerate(rates):
-        model = network(k, hidden, rate, dropout)
+        model = network(k, hidden, rate, dropout, act=act)
         lanes.append(Lane(model, torch.Generator().manual_seed(100 + k), 100 + k))
     assert batchable([lane.model for lane in lanes])
     fit_many(lanes, *data, **opt)
@@ -84,15 +92,16 @@ def test_fit_many_equals_fit_on_each(hidden, n, batch, dropout, shuffle):
         assert not lane.model.training
 
 
+@pytest.mark.parametrize("hidden", [16, (16, 8)])
 @pytest.mark.parametrize("prune_fn", [global_magnitude, random_layer])
-def test_fit_many_runs_each_lanes_hook_with_its_own_rng(prune_fn):
+def test_fit_many_runs_each_lanes_hook_with_its_own_rng(prune_fn, hidden):
     """Gradual pruning's hook re-prunes mid-training (random pruning draws from torch's RNG)."""
     data = random_split(torch.Generator().manual_seed(3), 64)
     opt = {"epochs": 3, "batch_size": 16, "lr": 0.3, "momentum": 0.9, "shuffle": True}
     rates = [0.5, 0.9, 0.75]
     alone = []
     for k, rate in enumerate(rates):
-        model = network(k, 16, 0.0)
+        model = network(k, hidden, 0.0)
         torch.manual_seed(7 + k)
         pruner = GradualPruner(model, prune_fn, rate, steps=3, every=2)
         train_alone(model, data, 7 + k, hook=pruner, **opt)
@@ -101,7 +110,7 @@ def test_fit_many_runs_each_lanes_hook_with_its_own_rng(prune_fn):
 
     lanes = []
     for k, rate in enumerate(rates):
-        model = network(k, 16, 0.0)
+        model = network(k, hidden, 0.0)
         pruner = GradualPruner(model, prune_fn, rate, steps=3, every=2)
         lanes.append(Lane(model, torch.Generator().manual_seed(7 + k), 7 + k, pruner))
     fit_many(lanes, *data, **opt)
@@ -127,6 +136,18 @@ def test_batchable_needs_one_shape():
     assert not batchable([MLP(16), MLP(16, dropout=0.2)])
     assert not batchable([MLP(16), MLP(16, activation="relu")])
     assert not batchable([MLP(16), torch.nn.Sequential(torch.nn.Linear(784, 10))])
+    assert batchable([MLP((16, 8)), MLP((16, 8))])
+    assert not batchable([MLP((16, 8)), MLP((16, 9))])
+    assert not batchable([MLP((16, 8)), MLP(16)])
+    assert not batchable([MLP(16), MLP((16, 10))])  # fc2 differs in shape, fc1 not
+
+
+def test_other_networks_are_not_batchable():
+    """They train one after another (Retrainer.train_many), each as fit trains it."""
+    lenet300, lenet5 = NETS["lenet300"]().build(), NETS["lenet5"]().build()
+    assert batchable([lenet300, NETS["lenet300"]().build()])  # an MLP: 784-300-100-10
+    assert not batchable([lenet5, NETS["lenet5"]().build()])
+    assert not batchable([lenet300, lenet5])
 
 
 # --- the training curve, evaluated beside training ---------------------------------------------
@@ -149,7 +170,8 @@ def test_the_curve_is_the_same_evaluated_aside_or_inline(monkeypatch):
     assert list(logs[0][0]) == ["iteration", "epoch", "loss", "train_accuracy", "val_accuracy"]
 
 
-def test_fit_many_trains_shared_weights_as_fit_does():
+@pytest.mark.parametrize("hidden", [16, (16, 8)])
+def test_fit_many_trains_shared_weights_as_fit_does(hidden):
     """The compress stage's centroid fine-tuning: weights computed from k-means centroids."""
     from nncompress.compress.quantize import share_weights, unshare_weights
 
@@ -157,7 +179,7 @@ def test_fit_many_trains_shared_weights_as_fit_does():
     opt = {"epochs": 2, "batch_size": 16, "lr": 0.1, "momentum": 0.9, "shuffle": True}
     results = []
     for together in (False, True):
-        models = [network(k, 16, rate) for k, rate in enumerate([0.5, 0.8, 0.9])]
+        models = [network(k, hidden, rate) for k, rate in enumerate([0.5, 0.8, 0.9])]
         for bits, model in zip([2, 3, 4], models, strict=True):
             make_permanent(model)
             share_weights(model, bits)

@@ -191,7 +191,7 @@ def test_eval_reads_a_state_dicts_activation_from_params(split_dir: Path, tmp_pa
     assert run("export", str(nnc), "--pt", str(pt_path))[0] == 0
     with_flag = run("eval", str(pt_path), "--split", str(split_dir), "--activation", "relu")
     params = tmp_path / "params.yaml"
-    params.write_text("model:\n  hidden_size: 4\n  activation: relu\n  dropout: 0.1\n")
+    params.write_text("model:\n  arch: mlp\n  hidden: [4]\n  activation: relu\n  dropout: 0.1\n")
     assert run("eval", str(pt_path), "--split", str(split_dir), "--params", str(params)) == with_flag
     code, out, err = run("eval", str(pt_path), "--split", str(split_dir), "--params", str(tmp_path / "none.yaml"))
     assert (code, out) == (1, "")

@@ -155,6 +155,7 @@ def test_grid_has_one_row_per_setting_with_the_documented_columns(grid):
     assert list(zip(table["sparsity"], table["bits"], strict=True)) == sorted(SETTINGS)
     assert set(files) == set(SETTINGS)
     assert not table.isna().any().any()
+    assert (table["macs"] == table["nonzero_weights"]).all()  # an MLP uses each kept weight once per image
 
 
 def test_grid_calls_prune_once_per_sparsity(grid):

@@ -28,7 +28,7 @@ CPU = torch.device("cpu")
 
 
 TINY = {
-    "model": {"hidden_size": HIDDEN},  # sigmoid, dropout 0.15 as committed: dropout draws from torch's RNG
+    "model": {"hidden": [HIDDEN]},  # sigmoid, dropout 0.15 as committed: dropout draws from torch's RNG
     "train": {"epochs": TRAIN_EPOCHS, "batch_size": BATCH, "lr": 0.1, "shuffle": True, "device": "cpu"},
     "finetune": {"epochs": 1, "batch_size": BATCH, "lr": 0.1, "device": "cpu"},
 }

@@ -1,16 +1,20 @@
-"""The reference MLP and checkpoint loading that refuses anything but a matching state_dict."""
+"""The reference MLP and checkpoint loading that refuses anything but a matching state_dict (the
+other networks and the registry: tests/test_nets.py)."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from nncompress.config import ModelConfig
 from nncompress.errors import CheckpointError
 from nncompress.model import ACTIVATIONS, MLP, build_model, load_checkpoint, save_checkpoint
+from nncompress.nets.mlp import MLPConfig
+
+
+def ModelConfig(hidden_size: int, activation: str, dropout: float) -> MLPConfig:  # noqa: N802
+    """The model section of an MLP with one hidden layer, as the old ModelConfig took it."""
+    return MLPConfig(hidden=[hidden_size], activation=activation, dropout=dropout)
 
 
 class Exploit:
@@ -68,8 +72,8 @@ def test_the_model_owns_the_activation_names():
         assert build_model(ModelConfig(hidden_size=4, activation=name, dropout=0.0)).fc1.out_features == 4
 
 
-def test_build_model_takes_anything_with_the_three_fields():
-    model = build_model(SimpleNamespace(hidden_size=12, activation="tanh", dropout=0.25))
+def test_build_model_builds_what_the_section_says():
+    model = build_model(MLPConfig(arch="mlp", hidden=[12], activation="tanh", dropout=0.25))
     assert model.fc1.weight.shape == (12, 784)
     assert type(model.act) is nn.Tanh
     assert model.dropout.p == 0.25

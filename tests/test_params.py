@@ -14,6 +14,8 @@ from nncompress.compress.quantize import MAX_BITS
 from nncompress.data.mnist import TEST_SIZE, TRAIN_SIZE
 from nncompress.errors import ParamError
 from nncompress.model import ACTIVATIONS, MAX_HIDDEN
+from nncompress.nets import NETS
+from nncompress.nets.mlp import MLPConfig
 from nncompress.prune import METHODS
 from nncompress.prune.masks import SCOPES
 from nncompress.sweep import AUC_MAX_RATE
@@ -48,6 +50,9 @@ SEEDS_SECTIONS = tuple(f"prune_{name}" for name in REGISTERED if "seeds" in METH
 OPTIMISER_KEYS = ("epochs", "batch_size", "lr", "momentum", "shuffle", "device")
 OPTIMISER_BLOCKS = ("train", "finetune", "compress.centroid")  # the same SGD block in three places
 REFERENCE = yaml.safe_load((ROOT / "params.yaml").read_text())
+# The keys of each section: the model section's are those of the network it chooses.
+FIELDS = {name: list(cls.model_fields) for name, cls in CLASSES.items()}
+FIELDS["model"] = list(NETS[REFERENCE["model"]["arch"]].model_fields)
 
 
 def set_key(data, key, value):
@@ -119,7 +124,8 @@ def test_reference_params_file_loads_to_the_reference_values():
     assert params.split == config.SplitConfig(
         train_size=4096, val_size=1024, offset=0, test_size=10000, shuffle=False, seed=0
     )
-    assert params.model == config.ModelConfig(hidden_size=256, activation="sigmoid", dropout=0.15)
+    assert params.model == MLPConfig(arch="mlp", hidden=[256], activation="sigmoid", dropout=0.15)
+    assert type(params.model) is MLPConfig
     assert params.train == config.TrainConfig(
         epochs=40, batch_size=32, lr=0.01, momentum=0.9, shuffle=False, device="auto", seed=0, log_every=16
     )
@@ -153,8 +159,9 @@ def test_reference_params_file_loads_to_the_reference_values():
 
 def test_sections_compare_by_type_and_value():
     """The `==` the reference test relies on: a different value or another section class differs."""
-    model = config.ModelConfig(hidden_size=256, activation="sigmoid", dropout=0.15)
-    assert model != config.ModelConfig(hidden_size=256, activation="sigmoid", dropout=0.2)
+    model = MLPConfig(hidden=[256], activation="sigmoid", dropout=0.15)
+    assert model != MLPConfig(hidden=[256], activation="sigmoid", dropout=0.2)
+    assert NETS["lenet5"]() != NETS["lenet300"]()
     train = config.parse_section("train", REFERENCE["train"])
     as_optimiser = config.OptimiserConfig(**{key: getattr(train, key) for key in OPTIMISER_KEYS})
     assert train != as_optimiser
@@ -191,7 +198,7 @@ def test_every_section_of_the_params_file_is_parsed():
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
 def test_every_key_of_the_file_is_a_field_and_every_field_is_in_the_file(name):
-    assert sorted(REFERENCE[name]) == sorted(CLASSES[name].model_fields)
+    assert sorted(REFERENCE[name]) == sorted(FIELDS[name])
 
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
@@ -232,8 +239,10 @@ def test_integers_are_accepted_where_numbers_are_expected_and_become_floats():
         ("model", "dropout", 0.0),
         ("model", "activation", "relu"),
         ("model", "activation", "tanh"),
-        ("model", "hidden_size", 1),
-        ("model", "hidden_size", 65536),
+        ("model", "hidden", [1]),
+        ("model", "hidden", [65536]),
+        ("model", "hidden", [300, 100]),
+        ("model", "hidden", [8, 8, 8, 8]),
         ("split", "test_size", 10000),
         ("split", "test_size", 1),
         ("split", "train_size", 60000 - 1024),  # offset + train + val == 60000 exactly
@@ -278,7 +287,6 @@ def test_boundary_values_are_accepted(name, key, value):
     ("name", "key", "accepted", "refused", "expected"),
     [
         ("model", "activation", ACTIVATIONS, "swish", f"one of {', '.join(ACTIVATIONS)}"),
-        ("model", "hidden_size", (1, MAX_HIDDEN), MAX_HIDDEN + 1, f"in 1..{MAX_HIDDEN}"),
         ("split", "test_size", (1, TEST_SIZE), TEST_SIZE + 1, f"in 1..{TEST_SIZE}"),
         ("train", "device", DEVICES, "tpu", f"one of {', '.join(DEVICES)}"),
         ("prune_gradual", "scope", SCOPES, "channel", f"one of {', '.join(SCOPES)}"),
@@ -397,6 +405,8 @@ WRONG_TYPES = [
     ("train", "shuffle", "yes", "true or false, got 'yes'"),
     ("train", "shuffle", 1, "true or false, got 1"),
     ("model", "activation", 3, "a string, got 3"),
+    ("model", "hidden", 256, "a list of int, got 256"),
+    ("model", "hidden", "256", "a list of int, got '256'"),
     ("split", "seed", 0.5, "an integer, got 0.5"),
     ("download", "mirrors", "https://example.com/", "a list of str, got 'https://example.com/'"),
     ("sweep", "rates", 0.5, "a list of float, got 0.5"),
@@ -444,8 +454,7 @@ OUT_OF_RANGE = [
     ("train", "log_every", 0, "> 0"),
     ("train", "seed", 2**32, "a seed in [0, 2**32)"),
     ("train", "device", "tpu", "one of auto, cpu, cuda"),
-    ("model", "hidden_size", 0, "in 1..65536"),
-    ("model", "hidden_size", 65537, "in 1..65536"),
+    ("model", "hidden", [], "a non-empty list of layer widths"),
     ("model", "dropout", 1.0, "in [0, 1)"),
     ("model", "dropout", -0.1, "in [0, 1)"),
     ("model", "activation", "swish", "one of sigmoid, relu, tanh"),
@@ -561,7 +570,7 @@ def test_ramp_written_as_an_integer_is_reported_as_a_number():
 
 def test_seeds_sections():
     """Every method but magnitude is repeated over seeds."""
-    assert [name for name in CLASSES if "seeds" in CLASSES[name].model_fields] == list(SEEDS_SECTIONS)
+    assert [name for name in CLASSES if "seeds" in FIELDS[name]] == list(SEEDS_SECTIONS)
 
 
 @pytest.mark.parametrize("name", SEEDS_SECTIONS)
@@ -595,6 +604,70 @@ def test_old_single_seed_key_is_an_unknown_key():
 def test_negative_split_seed_is_a_param_error():
     message = param_error("split", {**REFERENCE["split"], "shuffle": True, "seed": -1})
     assert message == "params.yaml: split.seed must be a seed in [0, 2**32), got -1"
+
+
+# --- the model section: a network from the registry ----------------------------------------------
+
+NET_LIST = ", ".join(sorted(NETS))  # as the messages list them: sorted
+
+
+def test_the_model_section_is_the_chosen_networks():
+    assert sorted(NETS) == ["lenet300", "lenet5", "mlp"]
+    assert config.SECTIONS["model"] is config.ModelConfig
+    for arch in ("lenet300", "lenet5"):
+        section = config.parse_section("model", {"arch": arch})
+        assert type(section) is NETS[arch]
+        assert section.arch == arch == NETS[arch].name
+    params = config.load(ROOT / "params.yaml")
+    assert type(params.model) is NETS["mlp"]
+    assert params.model.hidden_size == 256  # the seed's one hidden layer, as code written for it reads it
+
+
+@pytest.mark.parametrize("arch", ["resnet", "MLP", "", 3, None, ["mlp"]])
+def test_an_unknown_arch_lists_the_registered_ones(arch):
+    message = param_error("model", with_value("model", "arch", arch))
+    assert message == f"params.yaml: model.arch must be one of {NET_LIST}, got {arch!r}"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"hidden": [256], "activation": "relu", "dropout": 0.0}, "missing key model.arch"),
+        ({"arch": "mlp"}, "missing key model.hidden"),  # the first of its missing keys
+        ({"arch": "lenet5", "hidden": [256]}, "unknown key model.hidden (expected one of: arch)"),
+        ({"arch": "lenet300", "dropout": 0.5}, "unknown key model.dropout (expected one of: arch)"),
+        (
+            {"arch": "mlp", "hidden_size": 256, "activation": "sigmoid", "dropout": 0.15},
+            "unknown key model.hidden_size (expected one of: arch, hidden, activation, dropout)",
+        ),
+        ({**REFERENCE["model"], "hidden": [256, 0]}, "model.hidden[1] must be in 1..65536, got 0"),
+        ({**REFERENCE["model"], "hidden": [MAX_HIDDEN + 1]}, f"model.hidden[0] must be in 1..{MAX_HIDDEN}, got 65537"),
+        ({**REFERENCE["model"], "hidden": [256.0]}, "model.hidden[0] must be an integer, got 256.0"),
+    ],
+)
+def test_each_network_takes_its_own_keys(data, message):
+    assert param_error("model", data) == f"params.yaml: {message}"
+
+
+@pytest.mark.parametrize("value", [None, "mlp", [256]])
+def test_model_section_that_is_not_a_mapping(value):
+    assert param_error("model", value) == f"params.yaml: model must be a mapping of keys to values, got {value!r}"
+
+
+def test_the_whole_file_with_another_network(tmp_path):
+    params = config.load(write_params(tmp_path, reference_with(model={"arch": "lenet5"})))
+    assert type(params.model) is NETS["lenet5"]
+    bad = reference_with(model={"arch": "lenet", "hidden": [256]})
+    assert load_error(tmp_path, bad) == f"params.yaml: model.arch must be one of {NET_LIST}, got 'lenet'"
+
+
+def test_the_model_section_is_validated_not_constructed():
+    """NetConfig stands for any network: only validation can pick the class; a network's class builds."""
+    with pytest.raises(TypeError, match="has no network"):
+        config.ModelConfig(arch="mlp", hidden=[256], activation="sigmoid", dropout=0.15)
+    assert MLPConfig(hidden=[256], activation="sigmoid", dropout=0.15).arch == "mlp"  # filled in
+    with pytest.raises(pydantic.ValidationError):
+        MLPConfig(arch="lenet5", hidden=[256], activation="sigmoid", dropout=0.15)
 
 
 # --- one optimiser block: train, finetune and compress.centroid ----------------------------------

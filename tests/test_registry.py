@@ -32,7 +32,7 @@ N_TRAIN, BATCH = 64, 16  # 4 iterations per epoch
 
 # Tiny budgets, all different so that budget() tells them apart.
 TINY = {
-    "model": {"hidden_size": HIDDEN},
+    "model": {"hidden": [HIDDEN]},
     "train": {"epochs": 2, "batch_size": BATCH, "lr": 0.1, "log_every": 4, "device": "cpu"},
     "finetune": {"epochs": 2, "batch_size": BATCH, "lr": 0.1, "device": "cpu"},
     "prune_random": {"seeds": [4, 2]},

@@ -16,6 +16,7 @@ from nncompress import config
 from nncompress.compress.quantize import MAX_BITS
 from nncompress.errors import ParamError
 from nncompress.model import ACTIVATIONS
+from nncompress.nets import NETS
 from nncompress.prune import METHODS
 from nncompress.prune.masks import SCOPES
 from nncompress.training import DEVICES
@@ -69,14 +70,25 @@ def definition(schema, ref):
 
 
 def section_schema(schema, name):
-    """The definition of section `name` (a prune_<name> section is `anyOf: [section, null]`)."""
+    """The definition of section `name` (a prune_<name> section is `anyOf: [section, null]`; the model
+    section is one of the networks: the one params.yaml chooses)."""
     prop = schema["properties"][name]
     if "anyOf" in prop:
         refs = [option["$ref"] for option in prop["anyOf"] if "$ref" in option]
         assert len(refs) == 1
         assert {"type": "null"} in prop["anyOf"]
         return definition(schema, refs[0])
+    if name == "model":
+        return network_schema(schema, REFERENCE["model"]["arch"])
     return definition(schema, prop["$ref"])
+
+
+def network_schema(schema, arch):
+    """The model section's option for network `arch`."""
+    options = definition(schema, schema["properties"]["model"]["$ref"])["oneOf"]
+    found = [option for option in options if option["properties"]["arch"] == {"const": arch, "title": "Arch"}]
+    assert len(found) == 1, arch
+    return found[0]
 
 
 def test_schema_lists_every_section_and_requires_the_fixed_ones():
@@ -91,9 +103,22 @@ def test_schema_lists_every_section_and_requires_the_fixed_ones():
 @pytest.mark.parametrize("name", sorted(config.SECTIONS))
 def test_every_section_refuses_unknown_keys_and_requires_every_key(name):
     section = section_schema(committed(), name)
+    cls = NETS[REFERENCE[name]["arch"]] if name == "model" else config.SECTIONS[name]
     assert section["additionalProperties"] is False
-    assert section["required"] == list(config.SECTIONS[name].model_fields)
+    assert section["required"] == list(cls.model_fields)
     assert sorted(section["properties"]) == sorted(REFERENCE[name])
+
+
+def test_the_model_section_is_one_of_the_registered_networks():
+    schema = committed()
+    assert schema["properties"]["model"] == {"$ref": "#/$defs/NetConfig"}
+    options = definition(schema, "#/$defs/NetConfig")["oneOf"]
+    assert len(options) == len(NETS)
+    for arch, cls in NETS.items():
+        option = network_schema(schema, arch)  # arch is a constant: exactly one option fits a section
+        assert option["additionalProperties"] is False
+        assert option["required"] == list(cls.model_fields)
+        assert option["required"][0] == "arch"
 
 
 def test_the_optimiser_block_is_one_definition():
@@ -175,8 +200,11 @@ def edited(path, value):
 ACCEPTED = [
     case(["train", "epochs"], 0),
     case(["train", "lr"], 1),  # an integer is a number
-    case(["model", "hidden_size"], 65536),
+    case(["model", "hidden", 0], 65536),
+    case(["model", "hidden"], [300, 100]),
     case(["model", "activation"], "tanh"),
+    case(["model"], {"arch": "lenet300"}),
+    case(["model"], {"arch": "lenet5"}),
     case(["sweep", "methods"], ["lottery", "random"]),
     case(["compress", "method"], "lottery"),
     case(["compress", "centroid", "momentum"], 0.0),
@@ -203,8 +231,15 @@ REFUSED = [
     case(["train", "lr"], 0.0, ["train", "lr"]),
     case(["train", "epoch"], 3, ["train"]),  # unknown key
     case(["train", "epochs"], None, ["train"]),  # missing key
-    case(["model", "activation"], "swish", ["model", "activation"]),
-    case(["model", "hidden_size"], 65537, ["model", "hidden_size"]),
+    # the model section is oneOf the networks: a section that fits none is reported on the section
+    case(["model", "activation"], "swish", ["model"]),
+    case(["model", "hidden", 0], 65537, ["model"]),
+    case(["model", "hidden"], [], ["model"]),
+    case(["model", "hidden"], 256, ["model"]),
+    case(["model", "hidden_size"], 256, ["model"]),  # unknown key
+    case(["model", "arch"], "resnet", ["model"]),
+    case(["model", "arch"], None, ["model"]),  # missing key
+    case(["model"], {"arch": "lenet5", "hidden": [256]}, ["model"]),
     case(["split", "test_size"], 10001, ["split", "test_size"]),
     case(["sweep", "methods", 1], "foo", ["sweep", "methods", 1]),
     case(["sweep", "methods"], ["random", "random"], ["sweep", "methods"]),

@@ -51,6 +51,7 @@ RUN_COLUMNS = [
     "sparsity",
     "nonzero_weights",
     "parameters",
+    "macs",
     "val_accuracy",
     "test_accuracy",
 ]
@@ -113,8 +114,9 @@ def test_length_mismatch_raises():
 
 
 def runs_frame(rows):
-    """A runs DataFrame as run_sweep returns it, from (rate, seed, sparsity, nonzero, params, val, test)."""
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    """A runs DataFrame as run_sweep returns it, from (rate, seed, sparsity, nonzero, params, val, test);
+    the MACs are the nonzero weights, as in an MLP (each weight is used once per image)."""
+    return pd.DataFrame([(*row[:5], row[3], *row[5:]) for row in rows], columns=RUN_COLUMNS)
 
 
 def test_aggregate_means_and_population_std_per_rate():
@@ -136,6 +138,7 @@ def test_aggregate_means_and_population_std_per_rate():
     assert table["sparsity"].tolist() == [0.0, 0.375]
     assert table["nonzero_weights"].tolist() == [200.0, 125.0]
     assert table["parameters"].tolist() == [200.0, 200.0]
+    assert table["macs"].tolist() == [200.0, 125.0]
     assert table["val_accuracy"].tolist() == [1.0, 0.5]
     assert table["test_accuracy"].tolist() == [0.5, 0.5]
     # population std (ddof=0): sqrt(0.375 / 3); the sample std would be sqrt(0.375 / 2)
@@ -332,6 +335,7 @@ def test_one_row_per_rate_and_seed_with_measured_sparsity(trained_state, splits,
         assert row.sparsity == pytest.approx(pruned / N_WEIGHTS, abs=1e-12)
         assert abs(row.sparsity - row.compression_rate) <= 1 / N_WEIGHTS
         assert row.parameters == N_PARAMS  # unstructured pruning keeps every parameter
+        assert row.macs == row.nonzero_weights  # an MLP uses each weight once per image
         assert 0.0 <= row.val_accuracy <= 1.0
         assert 0.0 <= row.test_accuracy <= 1.0
         assert math.isclose(row.val_accuracy * 60, round(row.val_accuracy * 60))  # a fraction of 60
@@ -445,16 +449,17 @@ def test_format_table_has_a_row_per_rate(trained_state, splits):
     assert len(lines) == 3
     # one seed: no std columns
     assert lines[0].split() == [c for c in COLUMNS if not c.endswith("_std")]
-    assert lines[1].split()[:4] == ["0.00", "0.0000", str(N_WEIGHTS), str(N_PARAMS)]
+    assert lines[1].split()[:5] == ["0.00", "0.0000", str(N_WEIGHTS), str(N_PARAMS), str(N_WEIGHTS)]
     pruned = expected_pruned(random_prune, 0.5)
-    assert lines[2].split()[:4] == ["0.50", f"{pruned / N_WEIGHTS:.4f}", str(N_WEIGHTS - pruned), str(N_PARAMS)]
+    kept = str(N_WEIGHTS - pruned)
+    assert lines[2].split()[:5] == ["0.50", f"{pruned / N_WEIGHTS:.4f}", kept, str(N_PARAMS), kept]  # MACs: kept
 
 
 def test_format_table_shows_the_spread_of_several_seeds(trained_state, splits):
     table = aggregate(sweep([0.0, 0.9], trained_state, splits, seeds=[0, 1]))
     lines = format_table(table).splitlines()
     assert lines[0].split() == list(COLUMNS)
-    assert lines[2].split()[5] == f"{table['val_accuracy_std'][1]:.4f}"
+    assert lines[2].split()[COLUMNS.index("val_accuracy_std")] == f"{table['val_accuracy_std'][1]:.4f}"
     assert lines[2].split()[-1] == "2"
 
 
@@ -473,7 +478,7 @@ STAGE_RATES = [0.0, 0.5, 0.9]
 def stage_params():
     """The committed params.yaml with the tiny model, three rates and a one-epoch budget."""
     data = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    data["model"]["hidden_size"] = HIDDEN
+    data["model"]["hidden"] = [HIDDEN]
     data["sweep"]["rates"] = STAGE_RATES
     data["finetune"].update(epochs=1, batch_size=16, lr=0.1, device="cpu")
     data["prune_random"]["seeds"] = [0, 1]

@@ -14,6 +14,7 @@ import torch
 from nncompress.compress import codec
 from nncompress.compress.quantize import SharedLayer, share_weights, unshare_weights
 from nncompress.data import Split
+from nncompress.macs import macs
 from nncompress.model import MLP
 from nncompress.parallel import run_together
 from nncompress.prune.masks import count_weights, make_permanent
@@ -25,6 +26,7 @@ COLUMNS = (
     "sparsity",
     "bits",
     "nonzero_weights",
+    "macs",
     "bytes",
     "ratio",
     "bits_per_weight",
@@ -93,6 +95,7 @@ class SparsityJob:
                 "sparsity": sparsity,
                 "bits": bits,
                 "nonzero_weights": nonzero,
+                "macs": macs(restored),
                 "bytes": len(data),
                 "ratio": self.dense_bytes / len(data),
                 "bits_per_weight": 8 * len(data) / max(nonzero, 1),

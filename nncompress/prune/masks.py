@@ -5,6 +5,7 @@ random (`RandomUnstructured`) or magnitude (`L1Unstructured`). The scope says wh
 applies: to each layer (every layer loses the same fraction) or to all layers at once (one
 threshold, so layers lose different fractions). Masks stay registered on the modules, so pruned
 weights stay zero through fine-tuning, until `make_permanent` folds them in. Biases are never pruned.
+Linear and Conv2d weights are pruned alike: each weight (a kernel's entries too) is one unit.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ CRITERIA: dict[str, type[prune.BasePruningMethod]] = {
 SCOPES = ("layer", "global")
 
 
-def prunable(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The (name, module) pairs whose weights are pruned: every Linear layer."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+PRUNABLE = (nn.Linear, nn.Conv2d)  # the layers with weights to prune; a conv kernel's weights count one by one
+
+
+def prunable(model: nn.Module) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
+    """The (name, module) pairs whose weights are pruned: every Linear and Conv2d layer."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
 def unstructured(criterion: str, scope: str) -> PruneFn:

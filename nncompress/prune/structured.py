@@ -16,8 +16,8 @@ def neuron_prune(model: nn.Module, rate: float) -> None:
     much it drives the output. torch's ln_structured picks the rows with the smallest norm of the
     importance scores we give it.
     """
-    if not isinstance(model, MLP):
-        raise TypeError("structured pruning needs the MLP")
+    if not isinstance(model, MLP) or len(model.hidden_sizes) != 1:
+        raise TypeError("structured pruning needs the MLP with one hidden layer")
     out_norm = model.fc2.weight.detach().norm(dim=0)  # (hidden,)
     scores = model.fc1.weight.detach() * out_norm[:, None]
     prune.ln_structured(model.fc1, "weight", amount=rate, n=2, dim=0, importance_scores=scores)
