@@ -248,7 +248,7 @@ def test_structured_returns_a_smaller_dense_mlp(data, trained_state, epochs):
 
 def test_structured_needs_the_mlp(data):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    with pytest.raises(TypeError, match="structured pruning needs the MLP"):
+    with pytest.raises(TypeError, match="structured pruning needs hidden units"):
         structured(retrainer(data, 0))(model, 0.5)
 
 

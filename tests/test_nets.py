@@ -236,8 +236,9 @@ def test_a_registered_network_is_chosen_pruned_and_swept(tiny_net, tmp_path):
     assert runs.iloc[1].to_dict() == row
     assert runs.iloc[0]["macs"] == 13 * 13 * conv_weights + fc_weights
 
-    with pytest.raises(ParamError, match=r"^params.yaml: the structured method needs model.arch mlp .* not tiny$"):
-        params.method("structured").build(Context(params, train, val))
+    structured = params.method("structured").build(Context(params, train, val))  # whole filters go
+    shrunk = SweepPoint(copier(params.model, trained), structured, val, test)((0.5, 0))
+    assert shrunk["parameters"] == 1 * 16 + 1 + 1 * 13 * 13 * 10 + 10  # one of the two filters left
 
 
 def test_a_pruned_custom_network_keeps_the_exact_rate_per_layer(tiny_net):

@@ -1,14 +1,11 @@
 """Every unstructured pruning method on LeNet-5 (Conv2d and Linear weights) and LeNet-300-100: the exact
 rate per layer or overall, alone and side by side in a sweep; the prune stage on LeNet-5; structured
-pruning and the .nnc file refused, in one line, for networks they do not handle yet."""
+pruning of neurons and filters on every network."""
 
 from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +17,6 @@ from torch.nn.utils import prune as torch_prune
 
 from nncompress import config
 from nncompress.data import save_splits
-from nncompress.errors import ParamError
 from nncompress.macs import macs
 from nncompress.model import copier, save_checkpoint
 from nncompress.nets import NETS
@@ -192,72 +188,48 @@ def test_the_prune_stage_on_lenet5(lenet5_stage, tmp_path, name):
     assert json.loads(metrics.read_text())["finetune_epochs"] == (0 if name == "random" else 1)
 
 
-# --- what handles the one-hidden-layer MLP only, for now ----------------------------------------
+# --- structured pruning: whole neurons and filters, on every network --------------------------
 
-REFUSED = [
-    ({"arch": "lenet5"}, "needs model.arch mlp with one hidden layer, not lenet5"),
-    ({"arch": "lenet300"}, "needs model.arch mlp with one hidden layer, not lenet300"),
-    (
-        {"arch": "mlp", "hidden": [32, 16], "activation": "relu", "dropout": 0.0},
-        "needs one hidden layer, not model.hidden [32, 16]",
-    ),
-]
+STRUCTURED_NETS = {
+    "lenet5": {"arch": "lenet5"},
+    "lenet300": {"arch": "lenet300"},
+    "mlp-2": {"arch": "mlp", "hidden": [32, 16], "activation": "sigmoid", "dropout": 0.1},
+}
 
 
-@pytest.mark.parametrize(("model", "message"), REFUSED)
-def test_structured_pruning_refuses_other_networks_in_one_line(data, model, message):
-    params = tiny_params(model)
-    with pytest.raises(ParamError) as info:
-        params.method("structured").build(Context(params, data["train"], data["val"]))
-    assert str(info.value) == f"params.yaml: the structured method {message}"
+@pytest.mark.parametrize("name", sorted(STRUCTURED_NETS))
+@pytest.mark.parametrize("rate", [0.3, 0.6])
+def test_structured_pruning_shrinks_and_keeps_the_masked_outputs(name, rate):
+    from nncompress.prune.structured import hidden_units, neuron_prune, shrink
+
+    params = tiny_params(STRUCTURED_NETS[name])
+    torch.manual_seed(0)
+    model = params.model.build()
+    with torch.no_grad():  # biases large enough that a removed unit's constant output matters
+        for layer in (m for _, m in prunable(model)):
+            layer.bias.uniform_(-1.0, 1.0)
+    units = [(u.layer.weight.shape[0]) for u in hidden_units(model)]
+    dense_params, dense_macs = sum(p.numel() for p in model.parameters()), macs(model)
+    neuron_prune(model, rate)
+    small = shrink(model)
+    model.eval()
+    small.eval()
+    x = torch.rand(8, 784, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), atol=1e-5)
+    assert [u.layer.weight.shape[0] for u in hidden_units(small)] == [n - round(rate * n) for n in units]
+    assert sum(p.numel() for p in small.parameters()) < dense_params
+    assert macs(small) < dense_macs
+    assert not any(torch_prune.is_pruned(m) for m in small.modules())
+    assert any(torch_prune.is_pruned(m) for m in model.modules())  # the masked model is left alone
 
 
-def test_the_prune_stage_of_structured_on_lenet5_fails_before_sweeping(lenet5_stage, tmp_path):
+def test_the_prune_stage_of_structured_on_lenet5(lenet5_stage, tmp_path):
     params = tiny_params({"arch": "lenet5"})
     csv, metrics = tmp_path / "structured.csv", tmp_path / "structured.json"
-    with pytest.raises(ParamError, match="^params.yaml: the structured method needs model.arch mlp"):
-        sweep_method(params, "structured", lenet5_stage / "model.pt", lenet5_stage / "split", csv, metrics)
-    assert not csv.exists() and not metrics.exists()
-
-
-def test_the_stage_scripts_report_it_in_one_line(lenet5_stage, tmp_path):
-    """prune@structured and compress on LeNet-5: exit 1, one "error:" line, no traceback, no output."""
-    data = copy.deepcopy(REFERENCE)
-    data["model"] = {"arch": "lenet5"}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    common = [
-        "--params",
-        "params.yaml",
-        "--model",
-        str(lenet5_stage / "model.pt"),
-        "--split-dir",
-        str(lenet5_stage / "split"),
-    ]
-    commands = {
-        "structured": [str(ROOT / "stages/prune.py"), "structured", *common, "--csv", "s.csv", "--metrics", "s.json"],
-        "compress": [
-            str(ROOT / "stages/compress.py"),
-            *common,
-            "--out",
-            "m.nnc",
-            "--csv",
-            "c.csv",
-            "--png",
-            "c.png",
-            "--metrics",
-            "c.json",
-        ],
-    }
-
-    def run(args):
-        return subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-
-    with ThreadPoolExecutor(2) as pool:
-        results = dict(zip(commands, pool.map(run, commands.values()), strict=True))
-    users = {"structured": "the structured method", "compress": "the compressed file format (.nnc)"}
-    for name, proc in results.items():
-        assert proc.returncode == 1, proc.stderr
-        assert (
-            proc.stderr == f"error: params.yaml: {users[name]} needs model.arch mlp with one hidden layer, not lenet5\n"
-        )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+    sweep_method(params, "structured", lenet5_stage / "model.pt", lenet5_stage / "split", csv, metrics)
+    table = pd.read_csv(csv)
+    assert table["compression_rate"].tolist() == [0.0, 0.5, 0.9]
+    assert table["parameters"].iloc[0] == 431_080
+    assert table["parameters"].is_monotonic_decreasing and table["macs"].is_monotonic_decreasing
+    assert json.loads(metrics.read_text())["finetune_epochs"] == 1
