@@ -24,7 +24,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
+from nncompress import training
 from nncompress.model import MLP
 
 _CHUNK = 64  # floats: a multiple of every SIMD loop's block (2 x 16 floats with AVX-512)
@@ -266,6 +268,14 @@ def fit_many(
     for m in models:
         m.train()
     iteration = 0
+    bar = tqdm(
+        total=epochs * n_batches,
+        desc=f"fine-tune x{len(lanes)}",
+        unit="it",
+        dynamic_ncols=True,
+        mininterval=0.5,
+        disable=not training.SHOW_PROGRESS,
+    )
     try:
         for _ in range(epochs):
             if shuffle:
@@ -288,7 +298,9 @@ def fit_many(
                 else:
                     _sgd_step(stack, torch.autograd.grad(loss, params), bufs, lr, momentum)
                 iteration += 1
+                bar.update()
     finally:
+        bar.close()
         for param in params:
             param.requires_grad_(False)
         if stack is not None:
