@@ -14,8 +14,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nncompress.errors import PipelineError
+from nncompress.errors import ParamError, PipelineError
+
+if TYPE_CHECKING:
+    from nncompress.nets import NetConfig
 
 EXIT_CODES = """exit codes:
   0  success
@@ -62,10 +66,10 @@ def _eval(args: argparse.Namespace) -> None:
     from nncompress import predict
     from nncompress.data import load_split
 
-    activation = args.activation
-    if activation is None and args.file.suffix.lower() == ".pt" and args.params.is_file():
-        activation = _activation_from(args.params)
-    logits = predict.load(args.file, activation)
+    net = None
+    if args.activation is None and args.file.suffix.lower() == ".pt" and args.params.is_file():
+        net = _network_from(args.params)
+    logits = predict.load(args.file, args.activation, net)
     images, labels = load_split(args.split, args.subset)
     accuracy = predict.accuracy(logits, images, labels)
     correct = round(accuracy * len(labels))
@@ -75,11 +79,15 @@ def _eval(args: argparse.Namespace) -> None:
     )
 
 
-def _activation_from(params: Path) -> str:
+def _network_from(params: Path) -> NetConfig:
+    """The model section of a params file (any arch), validated as the pipeline validates it; only
+    that section is read, its errors are one-line ParamErrors naming the key."""
     from nncompress import config
 
     data = config.read_yaml(params)
-    return config.parse_section("model", data.get("model")).activation
+    if "model" not in data:
+        raise ParamError(f"{params}: no model section (the network a state_dict holds)")
+    return config.parse_section("model", data["model"])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -123,20 +131,25 @@ weights-only PyTorch state_dict (torch.save of tensors only: torch.load(..., wei
         help="accuracy of a .nnc, .onnx or .pt model on a split",
         description="""Accuracy of a model file on a split written by the split stage (data/split): a .nnc
 file, an .onnx file (run with ONNX Runtime) or a weights-only .pt state_dict (loaded with
-weights_only=True; its hidden size is read from the weights, its activation from --activation
-or else from the model section of --params).""",
+weights_only=True). A state_dict records no network: with --activation it is an MLP whose
+hidden sizes are read from the weights; else the model section of --params (any model.arch)
+says which network it is (an mlp's widths are still read from the weights).""",
         epilog=EXIT_CODES,
         formatter_class=formatter,
     )
     evaluate.add_argument("file", type=Path, metavar="FILE", help="a .nnc, .onnx or .pt model")
     evaluate.add_argument("--split", type=Path, required=True, metavar="DIR", help="a split directory (data/split)")
     evaluate.add_argument("--subset", choices=SPLITS, default="test", help="which split file (default: test)")
-    evaluate.add_argument("--activation", choices=ACTIVATIONS, help="a .pt model's activation")
+    evaluate.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        help="a .pt model is an MLP with this activation (--params is then not read)",
+    )
     evaluate.add_argument(
         "--params",
         type=Path,
         default=Path("params.yaml"),
-        help="read a .pt model's activation from this file's model section when --activation is not given "
+        help="read a .pt model's network from this file's model section when --activation is not given "
         "(default: params.yaml, if present)",
     )
     evaluate.set_defaults(run=_eval)

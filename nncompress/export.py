@@ -1,7 +1,8 @@
 """ONNX export checked by ONNX Runtime, timing, and what the export stage reports.
 
 Nothing here knows the MLP's attribute names: a network is any nn.Module that maps a batch of
-inputs to logits (Linear layers today, Conv2d later). It is exported through torch.export (the
+inputs to logits (the registered networks, of Linear and Conv2d layers, all take the flat
+784-pixel images the splits hold, and reshape them themselves). It is exported through torch.export (the
 `dynamo` path of torch.onnx.export, which needs onnxscript) with a dynamic batch dimension, and a
 file is moved into place only once ONNX Runtime has run it and agreed with PyTorch.
 """
@@ -37,7 +38,7 @@ STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata torch.onnx.export ad
 
 def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]) -> None:
     """Write `model` (put in eval mode, moved to the CPU) as one ONNX file whose first dimension is
-    the batch; `input_shape` is one input's shape (the MLP's: (784,))."""
+    the batch; `input_shape` is one input's shape (every registered network's: (784,))."""
     model = model.eval().cpu()
     example = torch.zeros(2, *input_shape)  # batch 2: torch.export specialises a batch of 1
     torch.onnx.export(
@@ -211,18 +212,27 @@ def report(model: nn.Module, exported: Exported, test: Split) -> dict[str, float
 STRUCTURED = "structured"  # the method whose smaller dense network is exported beside the shipped file
 
 
+class Unsupported(Exception):
+    """The structured method does not handle the network of params.yaml (its message says why)."""
+
+
 def structured_model(params: Params, checkpoint: Path, train: Split, val: Split) -> nn.Module:
     """The structured method's network at the shipped rate (compress.sparsity), as its sweep would
-    make it at that rate: seeded from (its first seed, rate), a fresh copy, pruned, shrunk, fine-tuned."""
+    make it at that rate: seeded from (its first seed, rate), a fresh copy, pruned, shrunk, fine-tuned.
+    Unsupported if the method refuses the network: a ParamError from its build, before any work."""
     from nncompress import model as model_lib
+    from nncompress.errors import ParamError
     from nncompress.prune import Context
     from nncompress.prune.masks import make_permanent
     from nncompress.sweep import rate_seed
     from nncompress.training import resolve_device
 
-    config = params.method(STRUCTURED)
+    config = params.method(STRUCTURED)  # a missing section stays the ParamError it is
     device = resolve_device(params.finetune.device, "finetune.device")
-    method = config.build(Context(params, train, val, device))
+    try:
+        method = config.build(Context(params, train, val, device))
+    except ParamError as exc:  # the method's refusal of this network (model.arch), raised before any work
+        raise Unsupported(str(exc)) from None
     trained = model_lib.load_checkpoint(model_lib.build_model(params.model), checkpoint)
     fresh = model_lib.copier(params.model, trained)
     rate = params.compress.sparsity
@@ -234,19 +244,28 @@ def structured_model(params: Params, checkpoint: Path, train: Split, val: Split)
 
 def export_stage(
     params: Params, nnc: Path, checkpoint: Path, split_dir: Path, onnx_out: Path, structured_out: Path
-) -> dict[str, dict[str, float | int]]:
-    """What the export stage does: the shipped file decoded, and the structured method's smaller
-    dense network at the shipped rate, each exported to ONNX, checked by ONNX Runtime against
-    PyTorch on the whole test set, timed; returns the metrics (written by the stage)."""
+) -> dict[str, dict[str, float | int] | None]:
+    """What the export stage does: the shipped file decoded (any network it holds), and the structured
+    method's smaller dense network at the shipped rate, each exported to ONNX, checked by ONNX Runtime
+    against PyTorch on the whole test set, timed; returns the metrics (written by the stage).
+
+    For a network the structured method does not handle, its export is skipped (one line printed
+    says why): its metrics are None, and a structured_out left by an earlier run is removed."""
     from nncompress.compress import codec
     from nncompress.data import load_splits
 
     train, val, test = load_splits(split_dir)
     shipped = codec.load(nnc)
-    structured = structured_model(params, checkpoint, train, val)
-    metrics = {}
+    try:
+        structured = structured_model(params, checkpoint, train, val)
+    except Unsupported as exc:
+        structured = None
+        Path(structured_out).unlink(missing_ok=True)
+        print(f"{structured_out}: skipped, {exc}")
+    metrics: dict[str, dict[str, float | int] | None] = {}
     for name, model, out in (("model", shipped, onnx_out), (STRUCTURED, structured, structured_out)):
-        metrics[name] = report(model, export_checked(model, out, test[0]), test)
-    metrics["model"]["nnc_bytes"] = nnc.stat().st_size
-    metrics[STRUCTURED]["rate"] = params.compress.sparsity
+        metrics[name] = None if model is None else report(model, export_checked(model, out, test[0]), test)
+    metrics["model"]["nnc_bytes"] = nnc.stat().st_size  # type: ignore[index]
+    if metrics[STRUCTURED] is not None:
+        metrics[STRUCTURED]["rate"] = params.compress.sparsity
     return metrics

@@ -2,6 +2,7 @@
 
 Writes the shipped file (models/model.nnc) for params compress.sparsity and compress.bits, and codes
 every setting of the sweep grid too, reporting the accuracy of each model as decoded from its bytes.
+Any network of Linear and Conv2d layers (model.arch); the file records its model section.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from nncompress import config, plots
 from nncompress import model as model_lib
 from nncompress.compress import codec, grid
 from nncompress.data import load_splits
+from nncompress.errors import ParamError
 from nncompress.fileio import write_bytes, write_csv, write_json
 from nncompress.macs import macs
-from nncompress.nets.mlp import require_one_hidden_layer
 from nncompress.prune import Context
 from nncompress.prune.masks import sparsity
 from nncompress.prune.retrain import Retrainer
@@ -27,10 +28,15 @@ OUTPUTS = {"out": "models/model.nnc", "csv": "plots/compress.csv", "png": "plots
 def main() -> None:
     args = arguments(__doc__, metrics="metrics/compress.json", **OUTPUTS).parse_args()
     params = config.load(args.params)
-    require_one_hidden_layer(params.model, "the compressed file format (.nnc)")  # before any work
     own = params.compress
     device = resolve_device(params.finetune.device, "finetune.device")
     dense = model_lib.load_checkpoint(model_lib.build_model(params.model), args.model)
+    try:  # before any work: a network the file format cannot hold
+        codec.section(dense, params.model)
+    except ValueError as exc:
+        raise ParamError(
+            f"{args.params}: model.arch {params.model.arch} cannot be written as a .nnc file: {exc}"
+        ) from None
     train, val, test = load_splits(args.split_dir)
     method = params.method(own.method).build(Context(params, train, val, device))
 
@@ -55,6 +61,7 @@ def main() -> None:
         seed=own.seed,
         workers=params.sweep.workers,
         executor=params.sweep.executor,
+        net=params.model,
     )
 
     write_bytes(args.out, files[shipped])

@@ -19,6 +19,10 @@ from nncompress.compress.quantize import SharedLayer
 from nncompress.data import save_splits
 from nncompress.errors import CheckpointError
 from nncompress.model import MLP
+from nncompress.nets import NETS
+from nncompress.prune.masks import prunable
+
+DATA = Path(__file__).parent / "data"
 
 
 def tiny_nnc(path: Path) -> Path:
@@ -40,14 +44,49 @@ def tiny_nnc(path: Path) -> Path:
     return path
 
 
-GOLDEN_INFO = """\
-tiny.nnc: nncompress model file, format version 1, 507 bytes, checksum OK (CRC-32 0x4a995551)
-network: MLP 784 -> 4 -> 10, relu activation, dropout 0.1 (3,190 parameters)
+def lenet5_nnc(path: Path) -> Path:
+    """A LeNet-5 .nnc file from fixed numbers (every layer keeps a fixed pattern of weights)."""
+    net = NETS["lenet5"]()
+    model = net.build()
+    layers = {}
+    with torch.no_grad():
+        for (name, module), step, k in zip(prunable(model), (3, 11, 50, 2), (4, 8, 16, 2), strict=True):
+            mask = np.zeros(tuple(module.weight.shape), dtype=bool)
+            mask.flat[::step] = True
+            centroids = np.linspace(-0.5, 0.5, k, dtype=np.float32)
+            layers[name] = SharedLayer(mask, (np.arange(mask.sum()) % k).astype(np.uint8), centroids)
+            module.weight.copy_(torch.from_numpy(layers[name].dense()))
+            module.bias.copy_(torch.linspace(-1, 1, module.bias.numel()))
+    path.write_bytes(codec.encode(model, layers, net))
+    return path
 
-layer  shape    kept weights          shared values  tables B  stream B  total B  bits/weight
-fc1    4 x 784  448 of 3,136 (14.3%)  4 (2 bits)           24      ~236     ~260        ~4.64
-fc2    10 x 4   20 of 40 (50.0%)      2 (1 bit)            28        ~8      ~36       ~14.40
-all             468 of 3,176 (14.7%)                       52       244      296         8.67
+
+GOLDEN_INFO = """\
+tiny.nnc: nncompress model file, format version 2, 519 bytes, checksum OK (CRC-32 0x396a1b7e)
+network: model.arch mlp, hidden [4], activation relu, dropout 0.1 (MLP 784 -> 4 -> 10, 3,190 parameters)
+
+layer  kind    shape    kept weights          shared values  tables B  stream B  total B  bits/weight
+fc1    Linear  4 x 784  448 of 3,136 (14.3%)  4 (2 bits)           24      ~236     ~260        ~4.64
+fc2    Linear  10 x 4   20 of 40 (50.0%)      2 (1 bit)            28        ~8      ~36       ~14.40
+all                     468 of 3,176 (14.7%)                       52       244      296         8.87
+
+file: 519 bytes = header 13 + metadata 210 + tables 52 + coded stream 244
+  tables: a layer's shared values (float32) and biases (float16), exact;
+  stream: one range-coded stream of every layer's kept-weight mask and value codes, split here
+  in proportion to the information each layer's symbols carry (~: an estimate);
+  bits/weight: bytes x 8 per kept weight (the last row: the whole file's).
+dense fp32: 12,760 bytes (4 x 3,190 parameters), 24.6x this file; as a torch.save state_dict: 15,133 bytes, 29.2x
+"""
+
+# The same network in the file the version-1 encoder wrote (tests/data/tiny_v1.nnc): 12 bytes smaller.
+GOLDEN_INFO_V1 = """\
+tiny_v1.nnc: nncompress model file, format version 1, 507 bytes, checksum OK (CRC-32 0x4a995551)
+network: model.arch mlp, hidden [4], activation relu, dropout 0.1 (MLP 784 -> 4 -> 10, 3,190 parameters)
+
+layer  kind    shape    kept weights          shared values  tables B  stream B  total B  bits/weight
+fc1    Linear  4 x 784  448 of 3,136 (14.3%)  4 (2 bits)           24      ~236     ~260        ~4.64
+fc2    Linear  10 x 4   20 of 40 (50.0%)      2 (1 bit)            28        ~8      ~36       ~14.40
+all                     468 of 3,176 (14.7%)                       52       244      296         8.67
 
 file: 507 bytes = header 13 + metadata 198 + tables 52 + coded stream 244
   tables: a layer's shared values (float32) and biases (float16), exact;
@@ -76,6 +115,46 @@ def test_info_prints_the_golden_description(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     tiny_nnc(Path("tiny.nnc"))
     assert run("info", "tiny.nnc") == (0, GOLDEN_INFO, "")
+
+
+def test_info_describes_a_version_1_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(DATA / "tiny_v1.nnc", tmp_path / "tiny_v1.nnc")
+    monkeypatch.chdir(tmp_path)
+    assert run("info", "tiny_v1.nnc") == (0, GOLDEN_INFO_V1, "")
+
+
+def test_info_describes_a_conv_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = lenet5_nnc(Path("lenet5.nnc")).read_bytes()
+    code, out, err = run("info", "lenet5.nnc")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].startswith(f"lenet5.nnc: nncompress model file, format version 2, {len(data):,} bytes, checksum OK")
+    assert lines[1] == "network: model.arch lenet5 (LeNet5, 431,080 parameters)"
+    assert lines[3].split() == [
+        "layer", "kind", "shape", "kept", "weights", "shared", "values", "tables", "B", "stream", "B", "total", "B",
+        "bits/weight",
+    ]  # fmt: skip
+    rows = {line.split()[0]: " ".join(line.split()) for line in lines[4:9]}
+    assert rows["conv1"].split()[:9] == ["conv1", "Conv2d", "20", "x", "1", "x", "5", "x", "5"]
+    assert "167 of 500 (33.4%) 4 (2 bits)" in rows["conv1"]
+    assert rows["conv2"].split()[:9] == ["conv2", "Conv2d", "50", "x", "20", "x", "5", "x", "5"]
+    assert "2,273 of 25,000 (9.1%) 8 (3 bits)" in rows["conv2"]
+    assert rows["fc1"].split()[:5] == ["fc1", "Linear", "500", "x", "800"]
+    assert "8,000 of 400,000 (2.0%) 16 (4 bits)" in rows["fc1"]
+    assert rows["fc2"].split()[:5] == ["fc2", "Linear", "10", "x", "500"]
+    assert rows["all"].split()[1:4] == ["12,940", "of", "430,500"]
+    layout = codec.describe(data).layout
+    assert layout.total == len(data)
+    assert layout.tables == {
+        "conv1": 4 * 4 + 2 * 20,
+        "conv2": 4 * 8 + 2 * 50,
+        "fc1": 4 * 16 + 2 * 500,
+        "fc2": 4 * 2 + 2 * 10,
+    }
+    assert f"file: {len(data):,} bytes = header 13 + metadata {layout.metadata:,} + tables 1,280" in out
+    assert "  shape: a Conv2d's is out x in channels x kernel height x width" in out
+    assert lines[-1].startswith("dense fp32: 1,724,320 bytes (4 x 431,080 parameters)")
 
 
 def test_the_sections_add_up_to_the_file(tmp_path: Path) -> None:
@@ -195,7 +274,70 @@ def test_eval_reads_a_state_dicts_activation_from_params(split_dir: Path, tmp_pa
     assert run("eval", str(pt_path), "--split", str(split_dir), "--params", str(params)) == with_flag
     code, out, err = run("eval", str(pt_path), "--split", str(split_dir), "--params", str(tmp_path / "none.yaml"))
     assert (code, out) == (1, "")
-    assert err == f"error: {pt_path}: a state_dict does not record its activation (pass --activation)\n"
+    assert err == (
+        f"error: {pt_path}: a state_dict does not record its network "
+        "(pass --params with its model section, or --activation for an MLP)\n"
+    )
+
+
+def test_a_conv_network_exports_and_evaluates_alike_in_every_format(split_dir: Path, tmp_path: Path) -> None:
+    """LeNet-5 through the command: its .nnc, its ONNX export (ONNX Runtime) and its .pt state_dict
+    (the network read from --params's model section) give the same accuracy."""
+    nnc = lenet5_nnc(tmp_path / "lenet5.nnc")
+    onnx_path, pt_path = tmp_path / "lenet5.onnx", tmp_path / "lenet5.pt"
+    code, out, err = run("export", str(nnc), "--onnx", str(onnx_path), "--pt", str(pt_path))
+    assert code == 0 and err == "", err
+    assert "ONNX Runtime agrees with PyTorch on 256 random inputs" in out
+    params = tmp_path / "params.yaml"
+    params.write_text("model:\n  arch: lenet5\n")
+    results = {}
+    for path in (nnc, onnx_path, pt_path):
+        code, out, err = run("eval", str(path), "--split", str(split_dir), "--params", str(params))
+        assert code == 0 and err == "", err
+        results[path.suffix] = out.split(": ", 1)[1]
+    test = torch.load(split_dir / "test.pt", weights_only=True)
+    with torch.no_grad():
+        predicted = codec.load(nnc)(test["images"].reshape(300, -1).float() / 255).argmax(1)
+    correct = int((predicted == test["labels"]).sum())
+    expected = f"test accuracy {correct / 300:.4f} ({correct} of 300 images in {split_dir / 'test.pt'})\n"
+    assert results == {".nnc": expected, ".onnx": expected, ".pt": expected}
+
+
+def test_eval_of_a_state_dict_with_params_of_any_network(split_dir: Path, tmp_path: Path) -> None:
+    """--params names the network (an arch without an activation too); a mismatch is one line."""
+    torch.manual_seed(0)
+    lenet300 = NETS["lenet300"]().build()
+    torch.save(lenet300.state_dict(), tmp_path / "lenet300.pt")
+    params = {name: tmp_path / f"{name}.yaml" for name in ("lenet300", "lenet5", "mlp", "nomodel", "bad", "two")}
+    params["lenet300"].write_text("model: {arch: lenet300}\n")
+    params["lenet5"].write_text("model: {arch: lenet5}\n")
+    params["mlp"].write_text("model: {arch: mlp, hidden: [8], activation: relu, dropout: 0.0}\n")
+    params["two"].write_text("model: {arch: mlp, hidden: [1, 1], activation: relu, dropout: 0.0}\n")
+    params["nomodel"].write_text("train: {epochs: 1}\n")
+    params["bad"].write_text("model: {arch: lenet9}\n")
+    pt = str(tmp_path / "lenet300.pt")
+
+    def eval_with(name: str) -> tuple[int, str, str]:
+        return run("eval", pt, "--split", str(split_dir), "--params", str(params[name]))
+
+    code, out, err = eval_with("lenet300")
+    assert code == 0 and err == "", err
+    images = torch.load(split_dir / "test.pt", weights_only=True)["images"].reshape(300, -1).float() / 255
+    labels = torch.load(split_dir / "test.pt", weights_only=True)["labels"]
+    with torch.no_grad():
+        correct = int((lenet300.eval()(images).argmax(1) == labels).sum())
+    assert out == f"{pt}: test accuracy {correct / 300:.4f} ({correct} of 300 images in {split_dir / 'test.pt'})\n"
+    # an mlp section: the widths come from the weights (LeNet-300-100 is an MLP), the activation from it
+    assert eval_with("mlp") == eval_with("two") == (0, out, "")
+    assert run("eval", pt, "--split", str(split_dir), "--activation", "relu") == (0, out, "")
+    for name, message in (
+        ("lenet5", f"error: {pt}: does not match the model: missing ['conv1.bias', 'conv1.weight', 'conv2.bias', "),
+        ("nomodel", f"error: {params['nomodel']}: no model section (the network a state_dict holds)"),
+        ("bad", "error: params.yaml: model.arch must be one of lenet300, lenet5, mlp, got 'lenet9'"),
+    ):
+        code, out, err = eval_with(name)
+        assert (code, out) == (1, ""), name
+        assert err.startswith(message) and err.count("\n") == 1, err
 
 
 def test_eval_errors_are_one_line(split_dir: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import fresh, random_split
+from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from nncompress.compress import codec
@@ -15,9 +16,12 @@ from nncompress.compress.grid import COLUMNS, compress_grid, decoded, setting_se
 from nncompress.compress.quantize import kmeans_share
 from nncompress.config import OptimiserConfig
 from nncompress.fileio import save_torch
+from nncompress.macs import macs
 from nncompress.model import MLP
+from nncompress.nets import NETS, NetConfig, register
 from nncompress.prune.masks import make_permanent, prunable, unstructured
 from nncompress.prune.retrain import Retrainer
+from nncompress.schema import Positive
 from nncompress.sweep import rate_seed
 from nncompress.training import accuracy
 
@@ -268,3 +272,84 @@ def test_grid_measures_the_model_decoded_from_each_file(data, trained_state, mon
     for split in ("test", "val"):
         labels = data[split][1]
         assert table[f"{split}_accuracy"].tolist() == [int((labels == 3).sum()) / len(labels)] * len(SETTINGS)
+
+
+# --- any network: LeNet-300-100, LeNet-5, a user's ----------------------------------------------
+
+
+class TinyConv(nn.Module):
+    """A user's network: a conv without bias, a Linear head."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(1, channels, 4, stride=2, bias=False)  # 28x28 -> 13x13
+        self.fc = nn.Linear(channels * 13 * 13, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x.reshape(len(x), 1, 28, 28))).flatten(1))
+
+
+@pytest.fixture
+def network(request):
+    """The model section of request.param: a registered network, or "custom" (registered here)."""
+    if request.param != "custom":
+        yield NETS[request.param]()
+        return
+
+    @register("tinyconv")
+    class TinyConvConfig(NetConfig):
+        channels: Positive
+
+        def build(self) -> TinyConv:
+            return TinyConv(self.channels)
+
+    try:
+        yield TinyConvConfig(channels=3)
+    finally:
+        NETS.pop("tinyconv", None)
+
+
+@pytest.mark.parametrize("network", ["lenet300", "lenet5", "custom"], indirect=True)
+def test_grid_codes_any_network_and_reports_the_decoded_ones_accuracy(data, network):
+    """Prune, share, code, decode: each file holds the network its section names, and each row's
+    accuracies are those of the network decoded from the file."""
+    torch.manual_seed(3)
+    trained = network.build()
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+
+    def prune_fn(sparsity):
+        model = network.build()
+        model.load_state_dict(state)
+        magnitude_prune(model, sparsity)
+        return model
+
+    settings = [(0.9, 2), (0.5, 3)]
+    table, files = compress_grid(
+        settings,
+        prune_fn,
+        retrainer(data, 1),
+        data["val"],
+        data["test"],
+        dense_bytes=state_dict_bytes(trained),
+        dense_test_accuracy=0.1,
+        net=network,
+    )
+    assert list(zip(table["sparsity"], table["bits"], strict=True)) == sorted(settings)
+    for row in table.itertuples():
+        file = files[(row.sparsity, row.bits)]
+        assert file[4] == 2 and row.bytes == len(file)
+        net, _, layers = codec.decode(file)
+        assert net == network
+        restored = decoded(file)
+        assert type(restored) is type(trained)
+        assert row.test_accuracy == accuracy(restored, data["test"])
+        assert row.val_accuracy == accuracy(restored, data["val"])
+        assert row.nonzero_weights == sum(int(layer.mask.sum()) for layer in layers.values())
+        assert row.macs == macs(restored)
+        for name, module in prunable(restored):
+            assert layers[name].mask.shape == tuple(module.weight.shape)
+            assert len(torch.unique(module.weight[module.weight != 0])) <= 2**row.bits
+            expected = round((1 - row.sparsity) * module.weight.numel())
+            assert int(torch.count_nonzero(module.weight)) == expected  # per-layer magnitude pruning
+    if any(isinstance(m, nn.Conv2d) for m in trained.modules()):
+        assert any(layer.mask.ndim == 4 for layer in codec.decode(files[(0.9, 2)])[2].values())

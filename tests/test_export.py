@@ -1,7 +1,8 @@
-"""ONNX export: PyTorch -> ONNX -> ONNX Runtime predicts what PyTorch predicts, for the MLP and for
-other networks of Linear (and Conv2d) layers; a disagreement is a one-line error that leaves the
-previous file in place; the files do not depend on where they were made; the structured network
-is the one its sweep makes at that rate."""
+"""ONNX export: PyTorch -> ONNX -> ONNX Runtime predicts what PyTorch predicts, for the MLP, the
+registered LeNet-300-100 and LeNet-5 and other networks of Linear and Conv2d layers; a disagreement
+is a one-line error that leaves the previous file in place; the files do not depend on where they
+were made; the structured network is the one its sweep makes at that rate, and the export stage
+skips it for a network the structured method does not handle."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import committed_params, random_split, sweep_point
+import yaml
+from conftest import ROOT, committed_params, random_split, sweep_point
 from torch import nn
 
-from nncompress import export
-from nncompress.errors import ExportError
+from nncompress import config, export
+from nncompress.compress import codec
+from nncompress.compress.quantize import share_weights, unshare_weights
+from nncompress.data import save_splits
+from nncompress.errors import ExportError, ParamError
 from nncompress.model import MLP, save_checkpoint
+from nncompress.nets import NETS
 from nncompress.prune import Context
+from nncompress.prune.masks import make_permanent, unstructured
+from nncompress.schema import parse
 
 
 class Tower(nn.Module):
@@ -51,6 +59,8 @@ def networks() -> dict[str, nn.Module]:
             nn.Flatten(),
             nn.Linear(4 * 12 * 12, 10),
         ),
+        "lenet300": NETS["lenet300"]().build(),
+        "lenet5": NETS["lenet5"]().build(),  # takes the flat images the splits hold, as every registered network
     }
 
 
@@ -146,3 +156,64 @@ def test_the_structured_network_is_its_sweeps_point_at_the_shipped_rate(tmp_path
     assert made.fc1.out_features == round(0.1 * params.model.hidden_size) == swept.fc1.out_features
     for key, tensor in swept.state_dict().items():
         assert torch.equal(made.state_dict()[key], tensor), key
+
+
+def params_for(model: dict) -> config.Params:
+    """The committed params.yaml with its model section replaced."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    data["model"] = model
+    return parse(config.Params, data)
+
+
+def test_the_export_stage_exports_a_conv_network_and_skips_what_structured_pruning_refuses(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """LeNet-5: the shipped file decoded and exported as ONNX, checked. A network the structured
+    method refuses (a ParamError from its build, before any work) has its structured export skipped:
+    metrics None, no file (an earlier run's is removed), one line saying why."""
+    params = params_for({"arch": "lenet5"})
+    structured = type(params.method("structured"))
+
+    def refuse(self, ctx):
+        raise ParamError(f"params.yaml: the structured method does not handle model.arch {ctx.params.model.arch}")
+
+    monkeypatch.setattr(structured, "build", refuse)
+    g = torch.Generator().manual_seed(0)
+
+    def part(n: int) -> dict[str, torch.Tensor]:
+        return {
+            "images": torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
+            "labels": torch.randint(0, 10, (n,), generator=g),
+        }
+
+    save_splits({"train": part(8), "val": part(8), "test": part(64)}, tmp_path / "split")
+    torch.manual_seed(0)
+    model = params.model.build()
+    save_checkpoint(model, tmp_path / "model.pt")
+    unstructured("magnitude", "layer")(model, 0.9)
+    make_permanent(model)
+    share_weights(model, 3)
+    codec.save(tmp_path / "model.nnc", model, unshare_weights(model), params.model)
+    structured_out = tmp_path / "structured.onnx"
+    structured_out.write_bytes(b"an earlier run's network")
+
+    metrics = export.export_stage(
+        params,
+        tmp_path / "model.nnc",
+        tmp_path / "model.pt",
+        tmp_path / "split",
+        tmp_path / "model.onnx",
+        structured_out,
+    )
+    assert metrics["structured"] is None
+    assert not structured_out.exists()
+    assert capsys.readouterr().out == (
+        f"{structured_out}: skipped, params.yaml: the structured method does not handle model.arch lenet5\n"
+    )
+    shipped = metrics["model"]
+    assert shipped["onnx_bytes"] == (tmp_path / "model.onnx").stat().st_size
+    assert shipped["nnc_bytes"] == (tmp_path / "model.nnc").stat().st_size
+    assert shipped["parameters"] == 431_080
+    assert shipped["nonzero_weights"] == sum(round(0.1 * n) for n in (500, 25_000, 400_000, 5_000))
+    assert shipped["test_accuracy"] == shipped["torch_test_accuracy"]
+    assert shipped["max_logit_diff"] <= export.LOGIT_TOLERANCE

@@ -100,7 +100,7 @@ def test_the_cli_reads_the_pipelines_files(repo: Path) -> None:
     info = nncompress(repo, "info", "models/model.nnc")
     assert info.returncode == 0 and info.stderr == "", info.stderr
     assert info.stdout.startswith(
-        f"models/model.nnc: nncompress model file, format version 1, {compress['compressed_bytes']:,} bytes"
+        f"models/model.nnc: nncompress model file, format version 2, {compress['compressed_bytes']:,} bytes"
     )
     # the ratio against torch.save's state_dict is the one compress reports
     assert f"as a torch.save state_dict: {compress['dense_bytes']:,} bytes, {compress['ratio']:.1f}x" in info.stdout

@@ -232,3 +232,97 @@ def test_unshare_weights_returns_the_fine_tuned_centroids_not_the_initial_ones()
         assert np.array_equal(layer.mask, initial[name].mask)
         assert np.array_equal(layer.codes, initial[name].codes)
         assert not np.array_equal(layer.centroids, initial[name].centroids)
+
+
+# --- Conv2d kernels -----------------------------------------------------------------------------
+
+
+def conv_model(rate=0.6, seed=0):
+    """A small network with a Conv2d (4-d kernel) and a Linear layer, pruned per layer."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 4, 5, stride=2),  # -> 4 x 12 x 12
+        nn.ReLU(),
+        nn.Conv2d(4, 3, (3, 2), bias=False),  # -> 3 x 10 x 11
+        nn.Flatten(),
+        nn.Linear(3 * 10 * 11, 10),
+    )
+    magnitude_prune(model, rate)
+    make_permanent(model)
+    return model
+
+
+@pytest.mark.parametrize("bits", [1, 3, 8])
+def test_kmeans_share_of_a_conv_kernel_keeps_its_shape_and_row_major_order(bits):
+    w = sparse_weight(shape=(6, 3, 5, 4), sparsity=0.5, seed=4)
+    layer = kmeans_share(w, bits)
+    assert layer.mask.shape == (6, 3, 5, 4)
+    assert np.array_equal(layer.mask, w.numpy() != 0)
+    dense = layer.dense()
+    assert dense.shape == (6, 3, 5, 4)
+    # the codes follow the kernel's row-major order: as the weights of the flattened out x (in*kh*kw) matrix
+    flat = kmeans_share(w.reshape(6, -1), bits)
+    assert np.array_equal(layer.codes, flat.codes)
+    assert np.array_equal(layer.centroids, flat.centroids)
+    assert np.array_equal(dense.reshape(6, -1), flat.dense())
+    values = w.numpy()[layer.mask]
+    nearest = np.abs(values[:, None] - layer.centroids[None, :]).argmin(axis=1)
+    assert np.array_equal(layer.centroids[layer.codes], layer.centroids[nearest])
+    assert len(np.unique(dense[layer.mask])) <= 2**bits
+
+
+def test_shared_weight_parametrization_computes_a_conv_kernel():
+    layer = kmeans_share(sparse_weight(shape=(5, 2, 3, 3), seed=5), 3)
+    computed = SharedWeight(layer)(torch.zeros(1))
+    assert computed.shape == (5, 2, 3, 3)
+    assert torch.equal(computed, torch.from_numpy(layer.dense()))
+
+
+def test_conv_weights_are_shared_fine_tuned_and_unshared():
+    model = conv_model()
+    before = {name: module.weight.detach().clone() for name, module in prunable(model)}
+    assert [name for name, _ in prunable(model)] == ["1", "3", "5"]
+    share_weights(model, 2)
+    mods = dict(prunable(model))
+    for name, module in mods.items():
+        assert parametrize.is_parametrized(module, "weight")
+        assert torch.equal(module.weight.detach(), torch.from_numpy(kmeans_share(before[name], 2).dense()))
+    shared = {n: m.weight.detach().clone() for n, m in mods.items()}
+    grads = training_step(model, 2)
+    for name, module in mods.items():
+        after = module.weight.detach()
+        assert torch.count_nonzero(grads[name]) > 0
+        assert not torch.equal(after, shared[name])  # the centroids moved
+        assert torch.equal(after == 0, before[name] == 0)  # zeros stay zero, survivors nonzero
+        assert len(torch.unique(after[after != 0])) <= 4
+    computed = {n: m.weight.detach().clone() for n, m in mods.items()}
+    layers = unshare_weights(model)
+    assert {n: layer.mask.shape for n, layer in layers.items()} == {
+        "1": (4, 1, 5, 5),
+        "3": (3, 4, 3, 2),
+        "5": (10, 330),
+    }
+    for name, module in prunable(model):
+        assert not parametrize.is_parametrized(module)
+        assert type(module.weight) is nn.Parameter
+        assert torch.equal(module.weight.detach(), torch.from_numpy(layers[name].dense()))
+        assert torch.equal(module.weight.detach(), computed[name])
+    assert set(model.state_dict()) == {"1.weight", "1.bias", "3.weight", "5.weight", "5.bias"}
+
+
+def test_a_conv_centroids_gradient_is_the_sum_of_its_weights_gradients():
+    model = conv_model(seed=1)
+    share_weights(model, 3)
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.rand(16, 784, generator=g), torch.randint(0, 10, (16,), generator=g)
+    for name in ("1", "3"):
+        module = dict(prunable(model))[name]
+        shared = module.parametrizations.weight[0]
+        with parametrize.cached():
+            loss = nn.functional.cross_entropy(model(x), y)
+            grad_w, grad_c = torch.autograd.grad(loss, [module.weight, shared.centroids])
+        assert grad_w.shape == shared.mask.shape and grad_w.dim() == 4
+        expected = torch.zeros_like(grad_c).index_add_(0, shared.codes, grad_w[shared.mask])
+        assert torch.allclose(grad_c, expected, rtol=1e-5, atol=1e-8)
+        assert torch.count_nonzero(grad_c) > 0

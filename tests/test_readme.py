@@ -154,13 +154,14 @@ def test_the_info_quote_is_the_commands_shape() -> None:
     start, end = quoted_info()
     lines = README[start:end].splitlines()
     assert re.fullmatch(
-        r"models/model\.nnc: nncompress model file, format version 1, [\d,]+ bytes, "
+        r"models/model\.nnc: nncompress model file, format version [12], [\d,]+ bytes, "
         r"checksum OK \(CRC-32 0x[0-9a-f]{8}\)",
         lines[0],
     ), lines[0]
-    assert lines[1].startswith("network: MLP 784 -> ")
-    assert lines[3].split()[:3] == ["layer", "shape", "kept"]
-    assert [line.split()[0] for line in lines[4:7]] == ["fc1", "fc2", "all"]
+    assert lines[1].startswith("network: model.arch ")
+    assert lines[3].split()[:4] == ["layer", "kind", "shape", "kept"]
+    rows = [line.split()[0] for line in lines[4 : lines.index("", 4)]]
+    assert len(rows) >= 3 and rows[-1] == "all"  # one row per layer, then the whole file's
     assert lines[-1].startswith("dense fp32: ")
 
 

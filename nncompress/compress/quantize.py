@@ -1,5 +1,9 @@
 """Weight sharing (Han et al. 2016): each layer's surviving weights become one of 2**bits shared
-values found by k-means, then the shared values (centroids) are fine-tuned through the network."""
+values found by k-means, then the shared values (centroids) are fine-tuned through the network.
+
+The layers are those pruning acts on (nncompress.prune.masks.prunable): every Linear weight (out x
+in) and every Conv2d kernel (out x in x kh x kw), each one tensor with its own shared values; a
+conv kernel's entries are clustered one by one, as a Linear's weights are."""
 
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ MAX_BITS = 8  # codes are stored as bytes
 
 @dataclasses.dataclass
 class SharedLayer:
-    """A sparse, weight-shared matrix: weight[mask] = centroids[codes], in row-major order."""
+    """A sparse, weight-shared weight tensor: weight[mask] = centroids[codes], the kept weights in
+    row-major (C) order, which for a Conv2d kernel (out, in, kh, kw) is output channel by output
+    channel, each in input-channel then kernel-row order."""
 
-    mask: np.ndarray  # bool, the weight's shape
+    mask: np.ndarray  # bool, the weight's shape (2-d for a Linear, 4-d for a Conv2d)
     codes: np.ndarray  # uint8, one per True in mask
     centroids: np.ndarray  # float32, at most 2**bits
 
@@ -31,7 +37,7 @@ class SharedLayer:
 
 
 def kmeans_share(weight: torch.Tensor, bits: int) -> SharedLayer:
-    """Cluster the nonzero weights into at most 2**bits values.
+    """Cluster the nonzero weights of a weight tensor of any shape into at most 2**bits values.
 
     Linear initialisation over [min, max], which Han et al. found best: it keeps centroids on the
     rare large weights that matter most. Deterministic (one k-means run from a fixed start).
@@ -55,8 +61,9 @@ def kmeans_share(weight: torch.Tensor, bits: int) -> SharedLayer:
 
 
 class SharedWeight(nn.Module):
-    """A parametrization that computes a Linear weight from trainable centroids: gradients of the
-    weights sharing a centroid add up on it, as in Deep Compression's centroid fine-tuning."""
+    """A parametrization that computes a layer's weight (a Linear's matrix or a Conv2d's kernel) from
+    trainable centroids: gradients of the weights sharing a centroid add up on it, as in Deep
+    Compression's centroid fine-tuning. Zeros stay zero and no weight changes cluster."""
 
     def __init__(self, layer: SharedLayer):
         super().__init__()
@@ -70,14 +77,16 @@ class SharedWeight(nn.Module):
 
 
 def share_weights(model: nn.Module, bits: int) -> None:
-    """Replace every Linear weight by its k-means shared version, with trainable centroids."""
+    """Replace every Linear and Conv2d weight by its k-means shared version, with trainable centroids.
+    Each layer's weight must be a plain tensor (pruning masks folded in: `make_permanent`)."""
     for _, module in prunable(model):
         layer = kmeans_share(module.weight, bits)
         parametrize.register_parametrization(module, "weight", SharedWeight(layer), unsafe=True)
 
 
 def unshare_weights(model: nn.Module) -> dict[str, SharedLayer]:
-    """Freeze the fine-tuned centroids into plain weights; return each layer's shared form."""
+    """Freeze the fine-tuned centroids into plain weights; return each layer's shared form, by the
+    layer's name in the model (what the codec stores)."""
     layers = {}
     for name, module in prunable(model):
         shared = module.parametrizations.weight[0]

@@ -8,7 +8,6 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from nncompress.errors import ParamError
 from nncompress.nets.registry import IN_FEATURES, NUM_CLASSES, NetConfig, register
 from nncompress.schema import Check, Number, between, fraction, one_of
 
@@ -71,12 +70,3 @@ class MLPConfig(NetConfig):
 
     def build(self) -> MLP:
         return MLP(self.hidden, self.activation, self.dropout)
-
-
-def require_one_hidden_layer(model: NetConfig, user: str) -> None:
-    """A one-line ParamError unless `model` is the MLP with one hidden layer, the only network that
-    `user` (structured pruning, the .nnc format) handles so far."""
-    if not isinstance(model, MLPConfig):
-        raise ParamError(f"params.yaml: {user} needs model.arch mlp with one hidden layer, not {model.arch}")
-    if len(model.hidden) != 1:
-        raise ParamError(f"params.yaml: {user} needs one hidden layer, not model.hidden {model.hidden}")
