@@ -51,8 +51,10 @@ def quiet_worker() -> None:
     import torch
 
     from nncompress import training
+    from nncompress.runner import flush_denormals
 
     torch.set_num_threads(1)
+    flush_denormals()  # inherited when forked, not on Ray's workers
     training.SHOW_PROGRESS = False
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -89,6 +91,9 @@ def run_all(
         if workers > 1 and _cuda_available():
             workers = 1  # CUDA cannot be used in forked children; one process drives the GPU
         if workers <= 1:
+            from nncompress.runner import flush_denormals
+
+            flush_denormals()  # as in the workers: the same numbers on one process or several
             results = []
             with _one_thread():
                 for item in items:

@@ -180,8 +180,11 @@ def one_torch_thread() -> Iterator[None]:
     on a busy machine extra threads wait for each other and make the tests many times slower."""
     import torch
 
+    from nncompress.runner import flush_denormals
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    flush_denormals()  # as the stages and the workers run
     yield
     torch.set_num_threads(before)
 
