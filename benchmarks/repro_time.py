@@ -1,8 +1,9 @@
 """Wall time of the default pipeline on a fresh clone, per stage and in all, and of a no-op rerun.
 
-Usage: python benchmarks/repro_time.py [--json out.json]
-Clones the committed HEAD into a temporary folder (no DVC cache, no data), so uncommitted changes
-are not measured. MNIST comes from $MNIST_MIRROR if set, as in the pipeline.
+Usage: python benchmarks/repro_time.py [--rev REV] [--json out.json]
+Clones the committed HEAD (or REV, e.g. an older commit to compare with) into a temporary folder
+(no DVC cache, no data), so uncommitted changes are not measured. MNIST comes from $MNIST_MIRROR
+if set, as in the pipeline.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ def timed(args: list[str], cwd: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the timings here")
+    parser.add_argument("--rev", default="HEAD", help="the commit to measure (default: HEAD)")
     args = parser.parse_args()
     dvc = [sys.executable, "-m", "dvc"]
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        subprocess.run(["git", "checkout", "-q", args.rev], cwd=repo, check=True)
         # Stages in dvc.yaml order (which is the pipeline's order; matrix stages expanded, as
         # prune@random, ...), each run by its own `dvc repro` so that each gets its own time; their
         # sum is the full reproduction. --force, because the clone carries the committed results
