@@ -177,3 +177,48 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--refresh-info"]:
         sys.exit("usage: python tests/test_readme.py --refresh-info")
     refresh_info()
+
+
+# --- protocols: the literature's networks -----------------------------------------------------------
+PROTOCOLS = sorted(p.parent.name for p in (ROOT / "protocols").glob("*/metrics/compress.json"))
+# The records' accuracy bars per protocol (the issue's targets): the best ratio the compress grid
+# reaches at or above each is quoted.
+BARS = {"full-data": (0.980,), "lenet300": (0.9840, 0.9805), "lenet5": (0.9900, 0.9925)}
+
+
+def protocol_metrics(name: str, metric: str) -> dict:
+    return json.loads((ROOT / f"protocols/{name}/metrics/{metric}.json").read_text())
+
+
+def paper_ratio(name: str, nbytes: float) -> float:
+    """The papers' ratio: 4 bytes x the dense network's parameters / the file's bytes."""
+    return 4 * protocol_metrics(name, "train")["parameters"] / nbytes
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_quotes_each_protocols_committed_results(name: str) -> None:
+    train, compress = protocol_metrics(name, "train"), protocol_metrics(name, "compress")
+    gradual = protocol_metrics(name, "prune/gradual")
+    row = (
+        f"| `{name}` | {fmt(train['test_accuracy'])} | {fmt(gradual['acc_95'])} / {fmt(gradual['acc_98'])} / "
+        f"{fmt(gradual['acc_99'])} | {compress['sparsity']:.0%}, {compress['bits']} bits: "
+        f"{compress['compressed_bytes']:,} B | {paper_ratio(name, compress['compressed_bytes']):.1f}x "
+        f"({compress['ratio']:.1f}x) | {fmt(compress['test_accuracy'])} |"
+    )
+    assert row in README, row
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_quotes_each_protocols_best_ratio_at_the_records_accuracy(name: str) -> None:
+    grid = pd.read_csv(ROOT / f"protocols/{name}/plots/compress.csv")
+    for bar in BARS[name]:
+        above = grid[grid["test_accuracy"] >= bar]
+        if len(above):
+            best = above.loc[above["bytes"].idxmin()]
+            cell = (
+                f"{paper_ratio(name, best['bytes']):.1f}x ({best['sparsity']:.0%}, {int(best['bits'])} bits, "
+                f"{int(best['bytes']):,} B) at {fmt(best['test_accuracy'])}"
+            )
+        else:
+            cell = f"none of the grid reaches {bar:.2%}"
+        assert f"`{name}` at >= {bar:.2%}: {cell}" in README, cell
