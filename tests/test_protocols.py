@@ -63,3 +63,38 @@ def test_a_protocol_is_a_pipeline_of_its_own(tmp_path: Path) -> None:
     status = json.loads(dvc(repo, "status", "--json").stdout)  # every pipeline: the default one has not run
     assert any(stage.startswith("prune@") for stage in status)
     assert not any(stage.startswith("protocols/tiny") for stage in status)
+
+
+COMMITTED = sorted(p.parent.name for p in (ROOT / "protocols").glob("*/params.yaml"))
+# The committed protocols' own params, made tiny: their networks, methods and grids, on little data.
+TINY = {
+    "split": {"train_size": 256, "val_size": 64, "test_size": 200},
+    "train": {"epochs": 1, "log_every": 4},
+    "sweep": {"rates": [0.0, 0.9], "workers": 1},
+    "finetune": {"epochs": 1},
+    "prune_random": {"seeds": [0]},
+    "prune_gradual": {"steps": 2},
+    "prune_lottery": {"epochs": 1, "rewind_iteration": 2},
+    "compress": {"sparsity": 0.9, "bits": 3, "centroid": {"epochs": 1}, "sweep_sparsities": [0.9], "sweep_bits": [3]},
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("mnist_available")
+@pytest.mark.skipif(not COMMITTED, reason="no protocol is committed")
+def test_every_committed_protocol_runs_with_tiny_params(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", SMALL_PARAMS)
+    for name in COMMITTED:
+        params = yaml.safe_load((ROOT / "protocols" / name / "params.yaml").read_text())
+        merge(params, TINY)
+        (repo / "protocols" / name).mkdir(parents=True)
+        (repo / "protocols" / name / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "nncompress.protocols"], cwd=repo, check=True, env={"PYTHONPATH": str(repo)})
+    for name in COMMITTED:
+        dvc(repo, "repro", f"protocols/{name}/dvc.yaml")
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    files = {path for rev in shown.values() for path in rev.get("data", {})}
+    for name in COMMITTED:
+        assert f"protocols/{name}/metrics/compress.json" in files
+        assert f"protocols/{name}/metrics/export.json" in files
+        assert (repo / "protocols" / name / "models/model.nnc").is_file()
