@@ -180,7 +180,7 @@ if __name__ == "__main__":
 
 
 # --- protocols: the literature's networks -----------------------------------------------------------
-PROTOCOLS = sorted(p.parent.name for p in (ROOT / "protocols").glob("*/metrics/compress.json"))
+PROTOCOLS = sorted(p.parent.parent.name for p in (ROOT / "protocols").glob("*/metrics/compress.json"))
 # The records' accuracy bars per protocol (the issue's targets): the best ratio the compress grid
 # reaches at or above each is quoted.
 BARS = {"full-data": (0.980,), "lenet300": (0.9840, 0.9805), "lenet5": (0.9900, 0.9925)}
