@@ -147,6 +147,40 @@ def reproducible_lock(text: str) -> dict[str, Any]:
     return lock
 
 
+def tiny_mlp() -> tuple[Any, dict[str, Any]]:
+    """A 784-4-10 relu MLP (dropout 0.1) and its shared layers, from fixed numbers (no RNG, no
+    k-means), so the files coded from it never change (test_cli's golden output, the v1 test file)."""
+    import numpy as np
+    import torch
+
+    from nncompress.compress.quantize import SharedLayer
+    from nncompress.model import MLP
+
+    model = MLP(hidden_size=4, activation="relu", dropout=0.1)
+    mask1 = np.zeros((4, 784), dtype=bool)
+    mask1.flat[::7] = True
+    mask2 = np.add.outer(np.arange(10), np.arange(4)) % 2 == 0
+    layers = {
+        "fc1": SharedLayer(mask1, (np.arange(mask1.sum()) % 4).astype(np.uint8), np.float32([-0.5, -0.1, 0.1, 0.5])),
+        "fc2": SharedLayer(mask2, (np.arange(mask2.sum()) % 2).astype(np.uint8), np.float32([-1.0, 1.0])),
+    }
+    with torch.no_grad():
+        for name, layer in layers.items():
+            module = getattr(model, name)
+            module.weight.copy_(torch.from_numpy(layer.dense()))
+            module.bias.copy_(torch.linspace(-1, 1, module.out_features))
+    return model, layers
+
+
+def reproduced(dest: Path, overrides: dict[str, Any]) -> Path:
+    """A fresh repository (make_repo) with the pipeline reproduced once and its results committed."""
+    repo = make_repo(dest, overrides)
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "results")
+    return repo
+
+
 def set_params(repo: Path, overrides: dict[str, Any]) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_mlp
 
 from nncompress import cli
 from nncompress.compress import codec
 from nncompress.compress.quantize import SharedLayer
 from nncompress.data import save_splits
 from nncompress.errors import CheckpointError
-from nncompress.model import MLP
 from nncompress.nets import NETS
 from nncompress.prune.masks import prunable
 
@@ -27,19 +27,7 @@ DATA = Path(__file__).parent / "data"
 
 def tiny_nnc(path: Path) -> Path:
     """A small .nnc file built from fixed numbers (no training, no k-means), so its bytes never change."""
-    model = MLP(hidden_size=4, activation="relu", dropout=0.1)
-    mask1 = np.zeros((4, 784), dtype=bool)
-    mask1.flat[::7] = True
-    mask2 = np.add.outer(np.arange(10), np.arange(4)) % 2 == 0
-    layers = {
-        "fc1": SharedLayer(mask1, (np.arange(mask1.sum()) % 4).astype(np.uint8), np.float32([-0.5, -0.1, 0.1, 0.5])),
-        "fc2": SharedLayer(mask2, (np.arange(mask2.sum()) % 2).astype(np.uint8), np.float32([-1.0, 1.0])),
-    }
-    with torch.no_grad():
-        for name, layer in layers.items():
-            module = getattr(model, name)
-            module.weight.copy_(torch.from_numpy(layer.dense()))
-            module.bias.copy_(torch.linspace(-1, 1, module.out_features))
+    model, layers = tiny_mlp()
     path.write_bytes(codec.encode(model, layers))
     return path
 

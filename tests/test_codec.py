@@ -17,6 +17,7 @@ import constriction
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_mlp
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -107,21 +108,9 @@ def encode_v1(model: MLP, layers) -> bytes:
 
 
 def tiny_v1_model():
-    """The model of tests/data/tiny_v1.nnc, from fixed numbers (no RNG, no k-means): 784-4-10, relu,
-    dropout 0.1; the file was written by the version-1 encoder (as tests/test_cli.py's tiny_nnc made it)."""
-    model = MLP(hidden_size=4, activation="relu", dropout=0.1)
-    mask1 = np.zeros((4, 784), dtype=bool)
-    mask1.flat[::7] = True
-    mask2 = np.add.outer(np.arange(10), np.arange(4)) % 2 == 0
-    layers = {
-        "fc1": SharedLayer(mask1, (np.arange(mask1.sum()) % 4).astype(np.uint8), np.float32([-0.5, -0.1, 0.1, 0.5])),
-        "fc2": SharedLayer(mask2, (np.arange(mask2.sum()) % 2).astype(np.uint8), np.float32([-1.0, 1.0])),
-    }
-    with torch.no_grad():
-        for name, layer in layers.items():
-            module = getattr(model, name)
-            module.weight.copy_(torch.from_numpy(layer.dense()))
-            module.bias.copy_(torch.linspace(-1, 1, module.out_features))
+    """The model of tests/data/tiny_v1.nnc (conftest's tiny_mlp): the file was written by the
+    version-1 encoder (as tests/test_cli.py's tiny_nnc made it)."""
+    model, layers = tiny_mlp()
     return model.eval(), layers
 
 

@@ -14,8 +14,8 @@ from conftest import (
     SMALL_PARAMS,
     dvc,
     git,
-    make_repo,
     read_metrics,
+    reproduced,
     reproducible_lock,
     set_params,
 )
@@ -31,11 +31,7 @@ RATES = [0.0, 0.5, 0.9, 0.99]
 @pytest.fixture(scope="module")
 def small_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pipeline reproduced once with small params, results committed."""
-    repo = make_repo(tmp_path_factory.mktemp("small") / "repo", SMALL_PARAMS)
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "results")
-    return repo
+    return reproduced(tmp_path_factory.mktemp("small") / "repo", SMALL_PARAMS)
 
 
 @pytest.fixture

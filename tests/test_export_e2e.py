@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMALL_PARAMS, dvc, env, git, make_repo, reproducible_lock
+from conftest import SMALL_PARAMS, dvc, env, git, reproduced, reproducible_lock
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mnist_available")]
 
@@ -55,11 +55,7 @@ def chromium() -> Path:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pipeline reproduced once with small params (export included), results committed."""
-    repo = make_repo(tmp_path_factory.mktemp("export") / "repo", SMALL_PARAMS)
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "results")
-    return repo
+    return reproduced(tmp_path_factory.mktemp("export") / "repo", SMALL_PARAMS)
 
 
 def nncompress(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
