@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_mlp
+from torch import nn
 
 from nncompress import cli
 from nncompress.compress import codec
 from nncompress.compress.quantize import SharedLayer
 from nncompress.data import save_splits
 from nncompress.errors import CheckpointError
-from nncompress.nets import NETS
+from nncompress.nets import NETS, NetConfig
 from nncompress.prune.masks import prunable
 
 DATA = Path(__file__).parent / "data"
@@ -32,8 +33,9 @@ def tiny_nnc(path: Path) -> Path:
     return path
 
 
-def lenet5_nnc(path: Path) -> Path:
-    """A LeNet-5 .nnc file from fixed numbers (every layer keeps a fixed pattern of weights)."""
+def lenet5_shared() -> tuple[NetConfig, nn.Module, dict[str, SharedLayer]]:
+    """LeNet-5 from fixed numbers (every layer keeps a fixed pattern of weights): (its section, the
+    network, its shared layers). tests/data/lenet5_v2.nnc is its file as the version-2 encoder wrote it."""
     net = NETS["lenet5"]()
     model = net.build()
     layers = {}
@@ -45,12 +47,42 @@ def lenet5_nnc(path: Path) -> Path:
             layers[name] = SharedLayer(mask, (np.arange(mask.sum()) % k).astype(np.uint8), centroids)
             module.weight.copy_(torch.from_numpy(layers[name].dense()))
             module.bias.copy_(torch.linspace(-1, 1, module.bias.numel()))
+    return net, model, layers
+
+
+def lenet5_nnc(path: Path) -> Path:
+    """A LeNet-5 .nnc file from fixed numbers (lenet5_shared)."""
+    net, model, layers = lenet5_shared()
     path.write_bytes(codec.encode(model, layers, net))
     return path
 
 
+# `nncompress info` on the files of conftest's tiny_mlp, checked by eye. When the format or the
+# command changes, regenerate a golden text from the command's output in a scratch directory:
+# `tiny_nnc(Path("tiny.nnc"))`, then `nncompress info tiny.nnc` (tiny_v2.nnc and tiny_v1.nnc are in
+# tests/data/). The version-3 file leaves no bias out: all 4 hidden units reach the output.
 GOLDEN_INFO = """\
-tiny.nnc: nncompress model file, format version 2, 519 bytes, checksum OK (CRC-32 0x396a1b7e)
+tiny.nnc: nncompress model file, format version 3, 349 bytes, checksum OK (CRC-32 0xed5449f6)
+network: model.arch mlp, hidden [4], activation relu, dropout 0.1 (MLP 784 -> 4 -> 10, 3,190 parameters)
+
+layer  kind    shape    kept weights          shared values  biases    mask B  codes B  values B  total B  bits/weight
+fc1    Linear  4 x 784  448 of 3,136 (14.3%)  4 (2 bits)     4 of 4      ~150      ~61       ~23     ~234        ~4.18
+fc2    Linear  10 x 4   20 of 40 (50.0%)      2 (1 bit)      10 of 10      ~6       ~1       ~27      ~34       ~13.60
+all                     468 of 3,176 (14.7%)                 14 of 14    ~156      ~62       ~50      268         5.97
+
+file: 349 bytes = header 13 + metadata 68 + coded stream 268
+  metadata: the model section (JSON) and each layer's numbers of kept weights and shared values;
+  stream: one range-coded stream of every layer's kept-weight mask, codes (which shared value
+  each kept weight takes) and values (shared values as float32 and biases as float16, exact),
+  split here in proportion to the information each part's symbols carry (~: an estimate);
+  biases: those stored; the output does not depend on the others, which decode as 0;
+  bits/weight: bytes x 8 per kept weight (the last row: the whole file's).
+dense fp32: 12,760 bytes (4 x 3,190 parameters), 36.6x this file; as a torch.save state_dict: 15,133 bytes, 43.4x
+"""
+
+# The same network in the file the version-2 encoder wrote (tests/data/tiny_v2.nnc): 170 bytes larger.
+GOLDEN_INFO_V2 = """\
+tiny_v2.nnc: nncompress model file, format version 2, 519 bytes, checksum OK (CRC-32 0x396a1b7e)
 network: model.arch mlp, hidden [4], activation relu, dropout 0.1 (MLP 784 -> 4 -> 10, 3,190 parameters)
 
 layer  kind    shape    kept weights          shared values  tables B  stream B  total B  bits/weight
@@ -66,7 +98,8 @@ file: 519 bytes = header 13 + metadata 210 + tables 52 + coded stream 244
 dense fp32: 12,760 bytes (4 x 3,190 parameters), 24.6x this file; as a torch.save state_dict: 15,133 bytes, 29.2x
 """
 
-# The same network in the file the version-1 encoder wrote (tests/data/tiny_v1.nnc): 12 bytes smaller.
+
+# And in the file the version-1 encoder wrote (tests/data/tiny_v1.nnc): 12 bytes smaller than version 2's.
 GOLDEN_INFO_V1 = """\
 tiny_v1.nnc: nncompress model file, format version 1, 507 bytes, checksum OK (CRC-32 0x4a995551)
 network: model.arch mlp, hidden [4], activation relu, dropout 0.1 (MLP 784 -> 4 -> 10, 3,190 parameters)
@@ -105,10 +138,11 @@ def test_info_prints_the_golden_description(tmp_path: Path, monkeypatch: pytest.
     assert run("info", "tiny.nnc") == (0, GOLDEN_INFO, "")
 
 
-def test_info_describes_a_version_1_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    shutil.copy(DATA / "tiny_v1.nnc", tmp_path / "tiny_v1.nnc")
+@pytest.mark.parametrize(("name", "golden"), [("tiny_v2.nnc", GOLDEN_INFO_V2), ("tiny_v1.nnc", GOLDEN_INFO_V1)])
+def test_info_describes_an_older_file(name: str, golden: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(DATA / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    assert run("info", "tiny_v1.nnc") == (0, GOLDEN_INFO_V1, "")
+    assert run("info", name) == (0, golden, "")
 
 
 def test_info_describes_a_conv_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,30 +151,30 @@ def test_info_describes_a_conv_network(tmp_path: Path, monkeypatch: pytest.Monke
     code, out, err = run("info", "lenet5.nnc")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].startswith(f"lenet5.nnc: nncompress model file, format version 2, {len(data):,} bytes, checksum OK")
+    assert lines[0].startswith(f"lenet5.nnc: nncompress model file, format version 3, {len(data):,} bytes, checksum OK")
     assert lines[1] == "network: model.arch lenet5 (LeNet5, 431,080 parameters)"
     assert lines[3].split() == [
-        "layer", "kind", "shape", "kept", "weights", "shared", "values", "tables", "B", "stream", "B", "total", "B",
-        "bits/weight",
+        "layer", "kind", "shape", "kept", "weights", "shared", "values", "biases", "mask", "B", "codes", "B",
+        "values", "B", "total", "B", "bits/weight",
     ]  # fmt: skip
     rows = {line.split()[0]: " ".join(line.split()) for line in lines[4:9]}
     assert rows["conv1"].split()[:9] == ["conv1", "Conv2d", "20", "x", "1", "x", "5", "x", "5"]
-    assert "167 of 500 (33.4%) 4 (2 bits)" in rows["conv1"]
+    assert "167 of 500 (33.4%) 4 (2 bits) 20 of 20 ~" in rows["conv1"]
     assert rows["conv2"].split()[:9] == ["conv2", "Conv2d", "50", "x", "20", "x", "5", "x", "5"]
-    assert "2,273 of 25,000 (9.1%) 8 (3 bits)" in rows["conv2"]
+    # fc1 keeps every 50th weight, so only columns 0, 50, ..., 750: 16 of conv2's 50 channels reach it
+    assert "2,273 of 25,000 (9.1%) 8 (3 bits) 16 of 50 ~" in rows["conv2"]
     assert rows["fc1"].split()[:5] == ["fc1", "Linear", "500", "x", "800"]
-    assert "8,000 of 400,000 (2.0%) 16 (4 bits)" in rows["fc1"]
+    # and fc2 keeps every other weight of its rows of 500: only fc1's even units reach the output
+    assert "8,000 of 400,000 (2.0%) 16 (4 bits) 250 of 500 ~" in rows["fc1"]
     assert rows["fc2"].split()[:5] == ["fc2", "Linear", "10", "x", "500"]
-    assert rows["all"].split()[1:4] == ["12,940", "of", "430,500"]
+    assert rows["all"].split()[1:8] == ["12,940", "of", "430,500", "(3.0%)", "296", "of", "580"]
     layout = codec.describe(data).layout
-    assert layout.total == len(data)
-    assert layout.tables == {
-        "conv1": 4 * 4 + 2 * 20,
-        "conv2": 4 * 8 + 2 * 50,
-        "fc1": 4 * 16 + 2 * 500,
-        "fc2": 4 * 2 + 2 * 10,
-    }
-    assert f"file: {len(data):,} bytes = header 13 + metadata {layout.metadata:,} + tables 1,280" in out
+    assert layout.total == len(data) and layout.tables == {}
+    assert layout.biases == {"conv1": (20, 20), "conv2": (16, 50), "fc1": (250, 500), "fc2": (10, 10)}
+    assert (
+        f"file: {len(data):,} bytes = header 13 + metadata {layout.metadata:,} + coded stream {layout.stream:,}" in out
+    )
+    assert rows["all"].split()[-2:] == [f"{layout.stream:,}", f"{8 * len(data) / 12_940:.2f}"]
     assert "  shape: a Conv2d's is out x in channels x kernel height x width" in out
     assert lines[-1].startswith("dense fp32: 1,724,320 bytes (4 x 431,080 parameters)")
 
@@ -148,8 +182,14 @@ def test_info_describes_a_conv_network(tmp_path: Path, monkeypatch: pytest.Monke
 def test_the_sections_add_up_to_the_file(tmp_path: Path) -> None:
     data = tiny_nnc(tmp_path / "tiny.nnc").read_bytes()
     layout = codec.describe(data).layout
-    assert layout.total == len(data)
-    assert layout.tables == {"fc1": 4 * 4 + 2 * 4, "fc2": 2 * 4 + 2 * 10}
+    assert layout.total == len(data) == layout.header + layout.metadata + layout.stream
+    assert layout.tables == {}
+    assert set(layout.information) == {"fc1", "fc2"}
+    assert all(set(parts) == set(codec.PARTS) for parts in layout.information.values())
+    bits = sum(sum(parts.values()) for parts in layout.information.values())
+    assert 0 <= layout.stream - bits / 8 < 12  # the coder comes within a few bytes of the information
+    old = codec.describe((DATA / "tiny_v2.nnc").read_bytes()).layout
+    assert old.total == 519 and old.tables == {"fc1": 4 * 4 + 2 * 4, "fc2": 2 * 4 + 2 * 10}
 
 
 def _damaged(data: bytes) -> dict[str, bytes | None]:

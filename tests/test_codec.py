@@ -1,8 +1,10 @@
 """The .nnc file: exact round trips of the shared weights, fp16 biases, atomic saves, and a
-CheckpointError naming the file for every kind of bad file. Format version 2 (what the encoder
+CheckpointError naming the file for every kind of bad file. Format version 3 (what the encoder
 writes) holds any registered network of Linear and Conv2d layers, the MLP with one or more hidden
-layers, LeNet-300-100, LeNet-5 and a network a user registers; version-1 files (the one-hidden-layer
-MLP) stay readable, a committed one (tests/data/tiny_v1.nnc) and ones written here in the old layout."""
+layers, LeNet-300-100, LeNet-5 and a network a user registers; version-2 and version-1 files stay
+readable, committed ones (tests/data/tiny_v1.nnc, tiny_v2.nnc, lenet5_v2.nnc) and ones written
+here in the old layouts. What is special to version 3 (its layout, its models, the biases it leaves
+out, its malformed files) is in tests/test_codec_v3.py."""
 
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_mlp
+from test_cli import lenet5_shared
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nncompress.compress import codec
+from nncompress.compress import codec, entropy, layer_coding
+from nncompress.compress.legacy import _categorical, _column_probabilities
 from nncompress.compress.quantize import SharedLayer, share_weights, unshare_weights
 from nncompress.errors import CheckpointError
 from nncompress.model import MLP
@@ -63,13 +67,41 @@ def inputs(n=64):
     return torch.rand(n, 784, generator=torch.Generator().manual_seed(2))
 
 
+def unused_units(model: MLP, layers) -> dict[str, np.ndarray]:
+    """Per layer of an MLP, the units whose bias its output does not depend on, found from its known
+    order of layers (an oracle for the encoder, which assumes none): units with no chain of kept
+    weights to the output, and under ReLU units with no kept weight and a float16 bias <= 0."""
+    names = [name for name, _ in prunable(model)]
+    reaches = np.ones(layers[names[-1]].mask.shape[0], bool)  # the outputs
+    unused = {}
+    for i in range(len(names) - 1, -1, -1):
+        unused[names[i]] = ~reaches
+        if i:  # a unit below reaches the output if it has a kept weight into a unit that does
+            reaches = layers[names[i]].mask[reaches].any(axis=0)
+    if isinstance(model.act, nn.ReLU):
+        for name, module in prunable(model):
+            if name != names[-1]:
+                flat = ~layers[name].mask.any(axis=1) & (module.bias.detach().half().numpy() <= 0)
+                unused[name] |= flat
+    return unused
+
+
+def decoded_biases(model: MLP, layers) -> dict[str, torch.Tensor]:
+    """What the file's biases decode to: float16, but 0 for the units the output does not depend on."""
+    unused = unused_units(model, layers)
+    return {
+        name: torch.where(torch.from_numpy(unused[name]), 0.0, module.bias.detach().half().float())
+        for name, module in prunable(model)
+    }
+
+
 def repack(body: bytes, version: int = codec.VERSION) -> bytes:
     """A file around `body` with a correct header and CRC, as another encoder would write it."""
     return codec._HEAD.pack(codec.MAGIC, version, len(body), zlib.crc32(body)) + body
 
 
 def split_body(data: bytes):
-    """(meta dict, the bytes after the meta) of a file of either version."""
+    """(meta dict, the bytes after the meta) of a version-1 or version-2 file."""
     head = struct.Struct(META_LEN[data[4]])
     body = data[codec._HEAD.size :]
     (meta_len,) = head.unpack_from(body)
@@ -77,15 +109,60 @@ def split_body(data: bytes):
     return meta, body[head.size + meta_len :]
 
 
-def with_meta(meta, rest: bytes, version: int = codec.VERSION) -> bytes:
+def with_meta(meta, rest: bytes, version: int = 2) -> bytes:
+    """A version-2 (or `version`-1) file of the JSON `meta` and the bytes after it, its CRC right."""
     raw = meta if isinstance(meta, bytes) else json.dumps(meta).encode()
     return repack(struct.pack(META_LEN[version], len(raw)) + raw + rest, version)
+
+
+def v3_parts(data: bytes) -> tuple[dict, list[tuple[int, int]], bytes]:
+    """A version-3 file taken apart: (its model section, per layer (nnz, k), its coded stream)."""
+    body = data[codec._HEAD.size :]
+    length, offset = codec._read_varint(body, 0, "length")
+    section = json.loads(body[offset : offset + length])
+    count, offset = codec._read_varint(body, offset + length, "count")
+    sizes = []
+    for _ in range(count):
+        nnz, offset = codec._read_varint(body, offset, "nnz")
+        k, offset = codec._read_varint(body, offset, "k")
+        sizes.append((nnz, k))
+    return section, sizes, body[offset:]
+
+
+def encode_mask_v2(encoder, mask: np.ndarray) -> None:
+    """A mask as versions 1 and 2 coded it: by columns, shrunk towards the layer density with weight 2."""
+    rows = mask.astype(np.int32)
+    ones_before = np.cumsum(rows, axis=0) - rows
+    row_index = np.arange(mask.shape[0], dtype=np.float64).reshape(-1, 1)
+    probs = _column_probabilities(ones_before.astype(np.float64), row_index, mask.mean())
+    encoder.encode(rows.ravel(), entropy.BERNOULLI, probs.ravel())
+
+
+def encode_v2(model: nn.Module, layers, net: NetConfig | None = None) -> bytes:
+    """Version-2 bytes, as the version-2 encoder wrote them (a u32 metadata length; the model section,
+    every layer's name, shape, nnz and code counts in the JSON; raw tables; masks and codes in the
+    stream). Checked below against files that encoder wrote (tests/data/tiny_v2.nnc, lenet5_v2.nnc)."""
+    meta = {"model": codec.section(model, net).model_dump(mode="json"), "layers": []}
+    tables, encoder = [], constriction.stream.queue.RangeEncoder()
+    for name, module in prunable(model):
+        layer = layers[name]
+        bias = module.bias.detach().numpy() if module.bias is not None else np.zeros(0, np.float32)
+        counts = np.bincount(layer.codes, minlength=len(layer.centroids)).tolist()
+        nnz = int(layer.mask.sum())
+        meta["layers"].append({"name": name, "shape": list(layer.mask.shape), "nnz": nnz, "counts": counts})
+        tables += [layer.centroids.astype("<f4").tobytes(), bias.astype("<f2").tobytes()]
+        encode_mask_v2(encoder, layer_coding.matrix(layer.mask))
+        if len(layer.codes):
+            encoder.encode(layer.codes.astype(np.int32), _categorical(counts))
+    raw = json.dumps(meta, separators=(",", ":")).encode()
+    words = encoder.get_compressed().astype("<u4").tobytes()
+    return repack(struct.pack("<I", len(raw)) + raw + b"".join(tables) + words, 2)
 
 
 def encode_v1(model: MLP, layers) -> bytes:
     """Version-1 bytes, in the layout the encoder wrote before version 2 (the one-hidden-layer MLP:
     a u16 metadata length, the model as {hidden_size, activation, dropout}); the coded stream is
-    the same in both versions. Checked below against a file that encoder wrote."""
+    the same as version 2's. Checked below against a file that encoder wrote."""
     model_meta = {
         "hidden_size": model.fc1.out_features,
         "activation": type(model.act).__name__.lower(),
@@ -99,9 +176,9 @@ def encode_v1(model: MLP, layers) -> bytes:
         nnz = int(layer.mask.sum())
         meta["layers"].append({"name": name, "shape": list(layer.mask.shape), "nnz": nnz, "counts": counts})
         tables += [layer.centroids.astype("<f4").tobytes(), bias.astype("<f2").tobytes()]
-        codec._encode_mask(encoder, layer.mask)
+        encode_mask_v2(encoder, layer.mask)
         if len(layer.codes):
-            encoder.encode(layer.codes.astype(np.int32), codec._categorical(counts))
+            encoder.encode(layer.codes.astype(np.int32), _categorical(counts))
     raw = json.dumps(meta, separators=(",", ":")).encode()
     words = encoder.get_compressed().astype("<u4").tobytes()
     return repack(struct.pack("<H", len(raw)) + raw + b"".join(tables) + words, 1)
@@ -122,16 +199,29 @@ def small():
 
 
 @pytest.fixture(scope="module")
+def small_v2(small):
+    """The same model in a version-2 file."""
+    model, layers, _ = small
+    return model, layers, encode_v2(model, layers)
+
+
+@pytest.fixture(scope="module")
 def small_v1(small):
     """The same model in a version-1 file."""
     model, layers, _ = small
     return model, layers, encode_v1(model, layers)
 
 
+@pytest.fixture(scope="module", params=[3, 2, 1], ids=["v3", "v2", "v1"])
+def either(request, small, small_v2, small_v1):
+    """The small model's file in any version: every kind of damage is refused in each."""
+    return {3: small, 2: small_v2, 1: small_v1}[request.param]
+
+
 @pytest.fixture(scope="module", params=[2, 1], ids=["v2", "v1"])
-def either(request, small, small_v1):
-    """The small model's file in either version: every kind of damage is refused in both."""
-    return small if request.param == 2 else small_v1
+def legacy(request, small_v2, small_v1):
+    """The small model's file in version 2 or 1, whose JSON metadata the tests below edit."""
+    return small_v2 if request.param == 2 else small_v1
 
 
 # --- round trips --------------------------------------------------------------------------------
@@ -174,15 +264,22 @@ def test_decoded_weights_are_exactly_the_shared_weights(hidden, activation, bits
         assert decoded[name].centroids.dtype == np.float32
 
 
-@pytest.mark.parametrize(("hidden", "activation", "bits", "sparsity"), CASES[:6])
+@pytest.mark.parametrize(("hidden", "activation", "bits", "sparsity"), CASES)
 def test_biases_come_back_rounded_to_float16(hidden, activation, bits, sparsity):
+    """Every bias the output depends on, rounded to float16; exactly the others (found here from the
+    MLP's order of layers, which the encoder does not assume) come back as 0."""
     model, layers = shared_model(hidden, activation, bits, sparsity)
     _, state, _ = codec.decode(codec.encode(model, layers))
-    for name, module in prunable(model):
+    expected = decoded_biases(model, layers)
+    for name, _ in prunable(model):
         bias = state[f"{name}.bias"]
         assert bias.dtype == torch.float32
-        assert torch.equal(bias, module.bias.detach().half().float())
-    assert not torch.equal(state["fc1.bias"], model.fc1.bias.detach())  # they really were rounded
+        assert torch.equal(bias, expected[name]), name
+    if sparsity == (0.5, 0.5):
+        assert torch.equal(state["fc1.bias"], model.fc1.bias.detach().half().float())  # every one stored
+        assert not torch.equal(state["fc1.bias"], model.fc1.bias.detach())  # they really were rounded
+    if sparsity[1] == 1.0:  # fc2 keeps nothing: no hidden unit reaches the output
+        assert not state["fc1.bias"].any()
 
 
 @pytest.mark.parametrize(("hidden", "activation", "bits", "sparsity"), CASES)
@@ -221,7 +318,7 @@ def test_file_starts_with_the_documented_header(small):
     _, _, data = small
     magic, version, length, crc = codec._HEAD.unpack_from(data)
     assert codec._HEAD.size == 13
-    assert (magic, version) == (b"NNCZ", 2)
+    assert (magic, version) == (b"NNCZ", 3)
     assert length == len(data) - 13
     assert crc == zlib.crc32(data[13:])
 
@@ -333,20 +430,20 @@ def test_wrong_magic(tmp_path, either):
     expect_error(tmp_path, b"NNCX" + data[4:], "not a compressed model file", "NNCX")
 
 
-@pytest.mark.parametrize("version", [0, 3, 4, 255])
+@pytest.mark.parametrize("version", [0, 4, 5, 255])
 def test_wrong_version(tmp_path, either, version):
     _, _, data = either
     body = data[codec._HEAD.size :]
-    message = expect_error(tmp_path, repack(body, version), f"format version {version}", "supports versions 1 and 2")
-    assert ("written by a newer nncompress" in message) == (version > 2)
+    message = expect_error(tmp_path, repack(body, version), f"format version {version}", "supports versions 1, 2 and 3")
+    assert ("written by a newer nncompress" in message) == (version > 3)
 
 
 def test_a_higher_version_is_refused_in_one_line():
-    body = b"\x02\x00\x00\x00{}"
+    body = b"\x02{}"
     with pytest.raises(CheckpointError) as info:
-        codec.decode(repack(body, 3), "new.nnc")
+        codec.decode(repack(body, 4), "new.nnc")
     assert str(info.value) == (
-        "new.nnc: format version 3, this reader supports versions 1 and 2 "
+        "new.nnc: format version 4, this reader supports versions 1, 2 and 3 "
         "(written by a newer nncompress: upgrade to read it)"
     )
 
@@ -517,8 +614,8 @@ def test_correct_crc_but_invalid_meta_v1(tmp_path, small_v1, edit):
 
 
 @pytest.mark.parametrize("edit", sorted(META_EDITS_V2))
-def test_correct_crc_but_invalid_meta(tmp_path, small, edit):
-    _, _, data = small
+def test_correct_crc_but_invalid_meta(tmp_path, small_v2, edit):
+    _, _, data = small_v2
     meta, rest = split_body(data)
     expect_error(tmp_path, with_meta(META_EDITS_V2[edit](meta), rest), "invalid content")
 
@@ -538,15 +635,15 @@ def test_correct_crc_but_invalid_meta(tmp_path, small, edit):
         ("shape-huge", "more than 268,435,456 weights"),
     ],
 )
-def test_invalid_meta_says_what_is_wrong(tmp_path, small, edit, words):
-    _, _, data = small
+def test_invalid_meta_says_what_is_wrong(tmp_path, small_v2, edit, words):
+    _, _, data = small_v2
     meta, rest = split_body(data)
     expect_error(tmp_path, with_meta(META_EDITS_V2[edit](meta), rest), "invalid content", words)
 
 
-def test_an_unregistered_network_is_named(tmp_path, small):
+def test_an_unregistered_network_is_named(tmp_path, small_v2):
     """A file of a network this process does not know (another user's, or a typo): one line naming it."""
-    _, _, data = small
+    _, _, data = small_v2
     meta, rest = split_body(data)
     meta["model"] = {"arch": "resnet18", "depth": 18}
     message = expect_error(tmp_path, with_meta(meta, rest))
@@ -555,10 +652,10 @@ def test_an_unregistered_network_is_named(tmp_path, small):
     )
 
 
-def test_a_network_too_large_to_allocate_is_refused_before_it_is_built(tmp_path, small, monkeypatch):
+def test_a_network_too_large_to_allocate_is_refused_before_it_is_built(tmp_path, small_v2, monkeypatch):
     """Shapes consistent with a network of 10**10 parameters: refused from its layers on the meta
     device, without allocating it."""
-    _, _, data = small
+    _, _, data = small_v2
     meta, rest = split_body(data)
     meta["model"]["hidden"] = [65_536, 65_536, 65_536]
     allocated = []
@@ -578,16 +675,16 @@ def test_a_network_too_large_to_allocate_is_refused_before_it_is_built(tmp_path,
     expect_error(tmp_path, with_meta(meta, rest), "invalid content", "more than 268,435,456 weights")
 
 
-def test_repacked_original_meta_still_loads(either):
+def test_repacked_original_meta_still_loads(legacy):
     """The helpers above change only what each case edits: unedited, the file decodes."""
-    model, _, data = either
+    model, _, data = legacy
     meta, rest = split_body(data)
     _, state, _ = codec.decode(with_meta(meta, rest, data[4]))
     assert torch.equal(state["fc1.weight"], model.fc1.weight.detach())
 
 
-def test_correct_crc_but_tables_cut_short(tmp_path, either):
-    _, _, data = either
+def test_correct_crc_but_tables_cut_short(tmp_path, legacy):
+    _, _, data = legacy
     meta, rest = split_body(data)
     tables = 4 * sum(len(x["counts"]) for x in meta["layers"]) + 2 * (16 + 10)
     expect_error(tmp_path, with_meta(meta, rest[: tables - 2], data[4]), "invalid content", "past the end")
@@ -605,10 +702,10 @@ def test_correct_crc_but_stream_cut_short(tmp_path, either):
     expect_error(tmp_path, repack(data[codec._HEAD.size : -8], data[4]), "invalid content")
 
 
-def test_correct_crc_but_corrupted_stream_is_a_checkpoint_error(either):
+def test_correct_crc_but_corrupted_stream_is_a_checkpoint_error(legacy):
     """A file from another (buggy) encoder: valid header, CRC and meta, garbage in the coded stream.
     Whatever the range decoder makes of it, the reader must answer with a CheckpointError."""
-    _, _, data = either
+    _, _, data = legacy
     meta, rest = split_body(data)
     tables = 4 * sum(len(x["counts"]) for x in meta["layers"]) + 2 * (16 + 10)
     body = data[codec._HEAD.size :]
@@ -626,10 +723,10 @@ def test_correct_crc_but_corrupted_stream_is_a_checkpoint_error(either):
     assert wrong == []
 
 
-def test_correct_crc_but_consistent_wrong_hidden_size_is_a_checkpoint_error(either):
+def test_correct_crc_but_consistent_wrong_hidden_size_is_a_checkpoint_error(legacy):
     """Meta that passes every check (the network it names has the layers it lists) but does not
     describe the tables and stream that follow."""
-    _, _, data = either
+    _, _, data = legacy
     errors = {}
     for hidden in (12, 15, 17, 20):
         meta, rest = split_body(data)
@@ -673,7 +770,7 @@ def test_reading_never_unpickles(tmp_path, either, monkeypatch):
     assert type(codec.load(path)) is MLP
 
 
-# --- version 1 ----------------------------------------------------------------------------------
+# --- versions 1 and 2 -------------------------------------------------------------------------
 
 
 def test_the_committed_version_1_file_decodes_to_its_mlp():
@@ -700,20 +797,63 @@ def test_the_committed_version_1_file_decodes_to_its_mlp():
         assert torch.equal(loaded(x), fp16_biases(model)(x))
 
 
+def check_version_2_file(name: str, net: NetConfig, model: nn.Module, layers) -> None:
+    """tests/data/`name`, written by the version-2 encoder, is what encode_v2 writes and decodes to
+    the network it held: its weights, its float16 biases (every one stored), its outputs."""
+    data = (DATA / name).read_bytes()
+    assert data[4] == 2
+    assert encode_v2(model, layers, net) == data  # encode_v2 writes what that encoder wrote
+    decoded_net, state, decoded = codec.decode(data, name)
+    assert decoded_net == net
+    assert list(state) == list(model.state_dict())
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(state[key], tensor if key.endswith("weight") else tensor.half().float()), key
+    for layer_name, layer in layers.items():
+        assert np.array_equal(decoded[layer_name].mask, layer.mask)
+        assert np.array_equal(decoded[layer_name].codes, layer.codes)
+        assert np.array_equal(decoded[layer_name].centroids, layer.centroids)
+    loaded = codec.load(DATA / name)
+    assert type(loaded) is type(model) and not loaded.training
+    expected = net.build().eval()
+    expected.load_state_dict(
+        {k: v if k.endswith("weight") else v.half().float() for k, v in model.state_dict().items()}
+    )
+    x = inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected(x))
+
+
+def test_the_committed_version_2_files_decode_to_their_networks():
+    """tests/data/tiny_v2.nnc (conftest's tiny_mlp, as tests/test_cli.py's tiny_nnc wrote it before
+    version 3) and lenet5_v2.nnc (test_cli's fixed LeNet-5)."""
+    model, layers = tiny_mlp()
+    check_version_2_file("tiny_v2.nnc", MLPConfig(hidden=[4], activation="relu", dropout=0.1), model, layers)
+    net, model, layers = lenet5_shared()
+    check_version_2_file("lenet5_v2.nnc", net, model, layers)
+
+
 @pytest.mark.parametrize(("hidden", "activation", "bits", "sparsity"), CASES)
-def test_a_version_1_file_decodes_as_its_version_2_file_does(hidden, activation, bits, sparsity):
-    """The same model in both versions: the same section, weights and shared layers; the files
-    differ in their header's version and metadata only (the tables and coded stream are the same)."""
+def test_the_same_model_decodes_alike_from_every_version(hidden, activation, bits, sparsity):
+    """Versions 1, 2 and 3 of the same model: the same section, weights and shared layers, and the
+    same biases but for those version 3 leaves out; versions 1 and 2 differ in their header's
+    version and metadata only (the tables and coded stream are the same)."""
     model, layers = shared_model(hidden, activation, bits, sparsity)
-    v1, v2 = encode_v1(model, layers), codec.encode(model, layers)
+    v1, v2, v3 = encode_v1(model, layers), encode_v2(model, layers), codec.encode(model, layers)
     (net1, state1, layers1), (net2, state2, layers2) = codec.decode(v1), codec.decode(v2)
-    assert net1 == net2 == MLPConfig(hidden=[hidden], activation=activation, dropout=0.15)
-    assert list(state1) == list(state2)
+    net3, state3, layers3 = codec.decode(v3)
+    assert net1 == net2 == net3 == MLPConfig(hidden=[hidden], activation=activation, dropout=0.15)
+    assert list(state1) == list(state2) == list(state3)
     assert all(torch.equal(state1[k], state2[k]) for k in state1)
+    biases = decoded_biases(model, layers)
+    for key in state1:
+        expected = state1[key] if key.endswith("weight") else biases[key.removesuffix(".bias")]
+        assert torch.equal(state3[key], expected), key
     for name in layers:
-        assert np.array_equal(layers1[name].mask, layers2[name].mask)
-        assert np.array_equal(layers1[name].codes, layers2[name].codes)
-        assert np.array_equal(layers1[name].centroids, layers2[name].centroids)
+        for other in (layers2, layers3):
+            assert np.array_equal(layers1[name].mask, other[name].mask)
+            assert np.array_equal(layers1[name].codes, other[name].codes)
+            assert np.array_equal(layers1[name].centroids, other[name].centroids)
+    assert len(v3) < len(v2)
     (meta1, rest1), (meta2, rest2) = split_body(v1), split_body(v2)
     assert rest1 == rest2
     assert meta1["layers"] == meta2["layers"]
@@ -788,14 +928,18 @@ def shared_network(net: NetConfig, sparsity: float = 0.8, bits: int = 4, seed: i
 
 
 def check_round_trip(net: NetConfig, model: nn.Module, layers, data: bytes) -> nn.Module:
-    """The file holds exactly `model`: its section, shared layers, weights, fp16 biases, outputs."""
-    assert data[4] == 2
+    """The file holds exactly `model`: its section, shared layers, weights, fp16 biases (or 0 for
+    those the output does not depend on) and so its outputs."""
+    assert data[4] == 3
     decoded_net, state, decoded = codec.decode(data)
     assert decoded_net == net
     assert list(state) == list(net.build().state_dict())  # in the network's order
     for key, tensor in model.state_dict().items():
         assert state[key].dtype == torch.float32
-        assert torch.equal(state[key], tensor if key.endswith("weight") else tensor.half().float()), key
+        if key.endswith("weight"):
+            assert torch.equal(state[key], tensor), key
+        else:
+            assert torch.all((state[key] == tensor.half().float()) | (state[key] == 0)), key
     assert set(decoded) == set(layers) == {name for name, _ in prunable(model)}
     for name, layer in layers.items():
         assert decoded[name].mask.shape == layer.mask.shape
@@ -853,17 +997,15 @@ def test_a_users_conv_network_round_trips_exactly(convnet, channels, bits, spars
         "features.2": (2 * channels, channels, 3, 2),
         "head": (10, 2 * channels * 13 * 14),
     }
-    meta, _ = split_body(data)
-    assert meta["model"] == {"arch": "convnet", "channels": channels}
-    assert [layer["shape"] for layer in meta["layers"]] == [
-        [channels, 1, 3, 3],
-        [2 * channels, channels, 3, 2],
-        [10, 2 * channels * 13 * 14],
-    ]
+    section, sizes, _ = v3_parts(data)
+    assert section == {"arch": "convnet", "channels": channels}
+    assert sizes == [(int(layer.mask.sum()), len(layer.centroids)) for layer in layers.values()]
     layout = codec.describe(data).layout
-    assert layout.total == len(data)
-    assert layout.tables["features.0"] == 4 * len(layers["features.0"].centroids)  # shared values, no biases
-    assert layout.tables["features.2"] == 4 * len(layers["features.2"].centroids) + 2 * 2 * channels
+    assert layout.total == len(data) and layout.tables == {}
+    assert set(layout.information) == set(layers)
+    assert set(layout.biases) == {"features.2", "head"}  # features.0 has none
+    assert layout.biases["features.2"][1] == 2 * channels and layout.biases["head"] == (10, 10)
+    assert layout.information["features.0"]["biases"] == 0
 
 
 def test_a_conv_mask_is_coded_per_input_channel_and_kernel_position(convnet):
@@ -874,11 +1016,15 @@ def test_a_conv_mask_is_coded_per_input_channel_and_kernel_position(convnet):
     same[:, rng.random((8, 5, 5)) < 0.2] = True  # every output channel keeps the same positions
     scattered = rng.permuted(same.reshape(64, -1), axis=1).reshape(same.shape)  # same density, anywhere
     assert same.sum() == scattered.sum()
-    bits = {}
+    bits, bits_v2 = {}, {}
     for name, mask in (("same", same), ("scattered", scattered)):
+        bits[name] = min(
+            entropy.cost(layer_coding._mask_ops(layer_coding.matrix(mask), by_rows)) for by_rows in (False, True)
+        )
         layer = SharedLayer(mask, np.zeros(int(mask.sum()), np.uint8), np.float32([0.5]))
-        bits[name], _ = codec.information_bits(layer)
+        bits_v2[name], _ = codec.information_bits(layer)  # the model of versions 1 and 2
     assert bits["same"] < bits["scattered"] / 5
+    assert bits_v2["same"] < bits_v2["scattered"] / 5
 
 
 def test_decoding_leaves_torchs_rng_as_it_was(convnet):
@@ -918,9 +1064,9 @@ def test_the_encoder_refuses_what_the_format_cannot_hold(convnet):
         codec.encode(model, {k: v for k, v in layers.items() if k != "head"}, net)
 
 
-def test_a_file_naming_a_network_the_format_cannot_hold_is_refused(tmp_path, small):
+def test_a_file_naming_a_network_the_format_cannot_hold_is_refused(tmp_path, small_v2):
     """A registered network with state besides its layers (here a BatchNorm), or whose code fails."""
-    _, _, data = small
+    _, _, data = small_v2
     meta, rest = split_body(data)
 
     class Normed(MLP):

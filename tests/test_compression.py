@@ -49,7 +49,16 @@ def trained_state():
 
 
 def retrainer(data, epochs=1):
-    opt = OptimiserConfig(epochs=epochs, lr=0.5, batch_size=16, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(
+        epochs=epochs,
+        lr=0.5,
+        batch_size=16,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        shuffle=True,
+        device="cpu",
+    )
     return Retrainer(data["train"], data["val"], opt, epochs)
 
 
@@ -337,7 +346,7 @@ def test_grid_codes_any_network_and_reports_the_decoded_ones_accuracy(data, netw
     assert list(zip(table["sparsity"], table["bits"], strict=True)) == sorted(settings)
     for row in table.itertuples():
         file = files[(row.sparsity, row.bits)]
-        assert file[4] == 2 and row.bytes == len(file)
+        assert file[4] == codec.VERSION and row.bytes == len(file)
         net, _, layers = codec.decode(file)
         assert net == network
         restored = decoded(file)

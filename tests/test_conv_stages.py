@@ -83,7 +83,7 @@ def test_compress_and_export_a_conv_network(tmp_path: Path) -> None:
     stage(tmp_path, "compress", *common, "--out", "model.nnc", "--csv", "compress.csv", "--png", "compress.png")
     data = (tmp_path / "model.nnc").read_bytes()
     net, _, layers = codec.decode(data)
-    assert data[4] == 2 and net == NETS["lenet5"]()
+    assert data[4] == codec.VERSION and net == NETS["lenet5"]()
     assert {name: layer.mask.ndim for name, layer in layers.items()} == {"conv1": 4, "conv2": 4, "fc1": 2, "fc2": 2}
     metrics = json.loads((tmp_path / "metrics/compress.json").read_text())
     assert metrics["compressed_bytes"] == len(data)

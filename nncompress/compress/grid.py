@@ -40,6 +40,12 @@ COLUMNS = (
 )
 
 
+def fp32_bytes(model: torch.nn.Module) -> int:
+    """4 bytes per parameter: the dense network as the papers count it (Han et al. 2016 and after),
+    which every ratio here divides by."""
+    return 4 * sum(p.numel() for p in model.parameters())
+
+
 def state_dict_bytes(model: torch.nn.Module) -> int:
     """Size of the fp32 state_dict as torch.save writes it: what shipping the dense model costs."""
     buffer = io.BytesIO()

@@ -1,7 +1,10 @@
 """What `nncompress info` says about a .nnc file: format, network, per-layer sizes, ratio, checksum.
 
-Any network a file holds (format version 1: the one-hidden-layer MLP; version 2: any registered
-network of Linear and Conv2d layers), described by its model section and its layers."""
+Any network a file holds (format version 1: the one-hidden-layer MLP; versions 2 and 3: any
+registered network of Linear and Conv2d layers), described by its model section and its layers.
+A version-3 file keeps everything but its model section and a few numbers in one coded stream:
+its table splits the stream by layer and part (mask, codes, values) where older files' tables
+show raw tables beside the stream."""
 
 from __future__ import annotations
 
@@ -68,14 +71,31 @@ def network(net: NetConfig, model: nn.Module) -> str:
     return f"model.arch {net.arch}{keys} ({type(model).__name__}{widths}, {parameters:,} parameters)"
 
 
-def summary(path: str | Path) -> str:
-    """The report on the file at `path`; a bad file raises the loader's CheckpointError."""
+_CONV = [
+    "  shape: a Conv2d's is out x in channels x kernel height x width, its mask coded as a matrix of",
+    "  one row per output channel and one column per input channel and kernel position;",
+]
+
+
+def _dense(contents: codec.Contents, size: int) -> str:
+    """The last line: the file against the dense network's fp32 weights and its torch.save state_dict."""
     from nncompress.compress.grid import state_dict_bytes
 
+    parameters = sum(p.numel() for p in contents.model.parameters())
+    dense, state_dict = 4 * parameters, state_dict_bytes(contents.model)
+    return (
+        f"dense fp32: {dense:,} bytes (4 x {parameters:,} parameters), {dense / size:.1f}x this file; "
+        f"as a torch.save state_dict: {state_dict:,} bytes, {state_dict / size:.1f}x"
+    )
+
+
+def summary(path: str | Path) -> str:
+    """The report on the file at `path`; a bad file raises the loader's CheckpointError."""
     data = codec.read(path)
     contents = codec.describe(data, str(path))
+    if contents.layout.version >= 3:
+        return _summary_v3(str(path), data, contents)
     layout, layers = contents.layout, contents.layers
-    parameters = sum(p.numel() for p in contents.model.parameters())
     sizes = [layers[name].mask.size for name in layers]
     shapes = [layers[name].mask.shape for name in layers]
     stream = _split(layout.stream, [sum(codec.information_bits(layer)) for layer in layers.values()])
@@ -113,13 +133,6 @@ def summary(path: str | Path) -> str:
             f"{8 * len(data) / kept:.2f}" if kept else "-",
         ]
     )
-
-    dense = 4 * parameters
-    state_dict = state_dict_bytes(contents.model)
-    conv = [
-        "  shape: a Conv2d's is out x in channels x kernel height x width, its mask coded as a matrix of",
-        "  one row per output channel and one column per input channel and kernel position;",
-    ]
     return "\n".join(
         [
             f"{path}: nncompress model file, format version {layout.version}, {len(data):,} bytes, "
@@ -133,9 +146,73 @@ def summary(path: str | Path) -> str:
             "  tables: a layer's shared values (float32) and biases (float16), exact;",
             "  stream: one range-coded stream of every layer's kept-weight mask and value codes, split here",
             "  in proportion to the information each layer's symbols carry (~: an estimate);",
-            *(conv if any(len(shape) == 4 for shape in shapes) else []),
+            *(_CONV if any(len(shape) == 4 for shape in shapes) else []),
             "  bits/weight: bytes x 8 per kept weight (the last row: the whole file's).",
-            f"dense fp32: {dense:,} bytes (4 x {parameters:,} parameters), {dense / len(data):.1f}x this file; "
-            f"as a torch.save state_dict: {state_dict:,} bytes, {state_dict / len(data):.1f}x",
+            _dense(contents, len(data)),
         ]
     )
+
+
+def _summary_v3(path: str, data: bytes, contents: codec.Contents) -> str:
+    """A version-3 file: its stream split by layer and part (values: shared values and biases)."""
+    layout, layers = contents.layout, contents.layers
+    bits = [[i["mask"], i["codes"], i["values"] + i["biases"]] for i in (layout.information[n] for n in layers)]
+    cells = iter(_split(layout.stream, [b for row in bits for b in row]))  # adding up to the stream
+    coded = {name: [next(cells) for _ in range(3)] for name in layers}
+
+    header = ["layer", "kind", "shape", "kept weights", "shared values", "biases", "mask B", "codes B"]
+    rows = [[*header, "values B", "total B", "bits/weight"]]
+    for name, layer in layers.items():
+        shape, nnz, total = layer.mask.shape, int(layer.mask.sum()), sum(coded[name])
+        rows.append(
+            [
+                name,
+                codec.KINDS[len(shape)],
+                " x ".join(map(str, shape)),
+                _kept(nnz, layer.mask.size),
+                _shared(len(layer.centroids)),
+                _stored(*layout.biases.get(name, (0, 0))),
+                *(f"~{bytes_:,}" for bytes_ in coded[name]),
+                f"~{total:,}",
+                f"~{8 * total / nnz:.2f}" if nnz else "-",
+            ]
+        )
+    kept = sum(int(layer.mask.sum()) for layer in layers.values())
+    rows.append(
+        [
+            "all",
+            "",
+            "",
+            _kept(kept, sum(layer.mask.size for layer in layers.values())),
+            "",
+            _stored(*(sum(pair[i] for pair in layout.biases.values()) for i in (0, 1))),
+            *(f"~{sum(row[i] for row in coded.values()):,}" for i in range(3)),
+            f"{layout.stream:,}",
+            f"{8 * len(data) / kept:.2f}" if kept else "-",
+        ]
+    )
+    conv = any(layer.mask.ndim == 4 for layer in layers.values())
+    return "\n".join(
+        [
+            f"{path}: nncompress model file, format version {layout.version}, {len(data):,} bytes, "
+            f"checksum OK (CRC-32 0x{layout.crc:08x})",
+            f"network: {network(contents.net, contents.model)}",
+            "",
+            *_table(rows, left=6),
+            "",
+            f"file: {len(data):,} bytes = header {layout.header} + metadata {layout.metadata:,} "
+            f"+ coded stream {layout.stream:,}",
+            "  metadata: the model section (JSON) and each layer's numbers of kept weights and shared values;",
+            "  stream: one range-coded stream of every layer's kept-weight mask, codes (which shared value",
+            "  each kept weight takes) and values (shared values as float32 and biases as float16, exact),",
+            "  split here in proportion to the information each part's symbols carry (~: an estimate);",
+            "  biases: those stored; the output does not depend on the others, which decode as 0;",
+            *(_CONV if conv else []),
+            "  bits/weight: bytes x 8 per kept weight (the last row: the whole file's).",
+            _dense(contents, len(data)),
+        ]
+    )
+
+
+def _stored(stored: int, units: int) -> str:
+    return f"{stored:,} of {units:,}" if units else "none"
