@@ -219,25 +219,29 @@ class Unsupported(Exception):
 def structured_model(params: Params, checkpoint: Path, train: Split, val: Split) -> nn.Module:
     """The structured method's network at the shipped rate (compress.sparsity), as its sweep would
     make it at that rate: seeded from (its first seed, rate), a fresh copy, pruned, shrunk, fine-tuned.
-    Unsupported if the method refuses the network: a ParamError from its build, before any work."""
+    Unsupported if structured pruning refuses the network (a `Refused`, a ParamError): before any
+    work if it cannot handle the network at all (before the checkpoint is read), else once it has
+    chosen the units to remove, if it cannot fold them away (filters feeding a padded convolution)."""
     from nncompress import model as model_lib
-    from nncompress.errors import ParamError
     from nncompress.prune import Context
     from nncompress.prune.masks import make_permanent
+    from nncompress.prune.structured import Refused, check
     from nncompress.sweep import rate_seed
     from nncompress.training import resolve_device
 
     config = params.method(STRUCTURED)  # a missing section stays the ParamError it is
     device = resolve_device(params.finetune.device, "finetune.device")
+    method = config.build(Context(params, train, val, device))
+    network = model_lib.build_model(params.model)
     try:
-        method = config.build(Context(params, train, val, device))
-    except ParamError as exc:  # the method's refusal of this network (model.arch), raised before any work
+        check(network)
+        trained = model_lib.load_checkpoint(network, checkpoint)
+        fresh = model_lib.copier(params.model, trained)
+        rate = params.compress.sparsity
+        torch.manual_seed(rate_seed(config.sweep_seeds()[0], rate))
+        model = method(fresh(), rate)
+    except Refused as exc:
         raise Unsupported(str(exc)) from None
-    trained = model_lib.load_checkpoint(model_lib.build_model(params.model), checkpoint)
-    fresh = model_lib.copier(params.model, trained)
-    rate = params.compress.sparsity
-    torch.manual_seed(rate_seed(config.sweep_seeds()[0], rate))
-    model = method(fresh(), rate)
     make_permanent(model)
     return model.cpu().eval()
 

@@ -7,6 +7,10 @@ if the jobs ran one after another. A job that asks to retrain stops there; once 
 stopped or finished, the requests are trained together (`Retrainer.train_many`: one batched model
 where the networks allow it) and the jobs go on. Each job keeps its own torch RNG state from turn
 to turn, so its result is the one it gets alone (tests check it).
+
+The first error, in a job or in the batched training (or a KeyboardInterrupt), stops the run: the
+jobs still waiting are woken with `CancelledError`, which unwinds them, and once every job's thread
+has ended, `run` raises the error.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _current = threading.local()  # the job running in this thread, if any
+
+
+class CancelledError(BaseException):  # as asyncio's: job code's `except Exception` lets it through
+    """Raised in a waiting job when the run stops on an error elsewhere; it ends the job's thread."""
 
 
 class Trainer(Protocol):
@@ -47,6 +55,8 @@ class _Job(threading.Thread):
         self.done = False
         self.request: _Request | None = None
         self.rng_state: torch.Tensor | None = None  # torch's RNG as this job left it
+        self.in_turn = False  # between turn()'s start and end (still True if an interrupt cut it short)
+        self._cancelled = False
         self._go = threading.Semaphore(0)
         self._stopped = threading.Semaphore(0)
 
@@ -54,6 +64,8 @@ class _Job(threading.Thread):
         self._go.acquire()
         _current.job = self
         try:
+            if self._cancelled:  # stopped before its first turn
+                return
             self.result = self.fn(self.item)
         except BaseException as exc:  # re-raised in the caller's thread
             self.error = exc
@@ -66,16 +78,30 @@ class _Job(threading.Thread):
         self._stopped.release()
 
     def turn(self) -> None:
+        self.in_turn = True
         if self.rng_state is not None:
             torch.set_rng_state(self.rng_state)
         self._go.release()
         self._stopped.acquire()
+        self.in_turn = False
 
     def wait_for(self, request: _Request) -> None:
-        """In the job's thread: hand `request` over and sleep until it is trained."""
+        """In the job's thread: hand `request` over and sleep until it is trained. CancelledError if
+        the run stops instead (at once if the job caught that and asks again: it cannot block)."""
+        if self._cancelled:
+            raise CancelledError
         self.request = request
         self._stop()
         self._go.acquire()
+        if self._cancelled:
+            raise CancelledError
+
+    def cancel(self) -> None:
+        """From the caller's thread: wake the job with CancelledError where it waits (or at its next
+        request, if it is running: a thread cannot be interrupted); it then ends."""
+        if not self.done:
+            self._cancelled = True  # set before the release, so the woken job sees it
+            self._go.release()
 
 
 def active() -> bool:
@@ -90,14 +116,32 @@ def retrain(trainer: Trainer, model: torch.nn.Module, seed: int, before_step: Ca
 
 
 def run(job: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """[job(item) for item in items], with the jobs' retraining batched across them; in order."""
+    """[job(item) for item in items], with the jobs' retraining batched across them; in order.
+
+    The first exception, of a job or of a `train_many`, is raised as soon as it happens, once the
+    other jobs have been cancelled and their threads have ended."""
     jobs = [_Job(job, item) for item in items]
     for j in jobs:
         j.start()
+    try:
+        _take_turns(jobs)
+    except BaseException:
+        # One thread at a time, as in the turns (torch's RNG is shared), the job an interrupt left
+        # running first; none runs on behind the caller's back.
+        for j in sorted(jobs, key=lambda j: not j.in_turn):
+            j.cancel()
+            j.join()
+        raise
+    return [j.result for j in jobs]
+
+
+def _take_turns(jobs: list[_Job]) -> None:
     running = jobs
     while running:
         for j in running:
             j.turn()
+            if j.error is not None:
+                raise j.error
         waiting = [j for j in running if not j.done]
         groups: dict[int, list[_Job]] = {}
         for j in waiting:
@@ -114,7 +158,3 @@ def run(job: Callable[[T], R], items: Sequence[T]) -> list[R]:
                 j.rng_state = lane.rng.get_state()
                 j.request = None
         running = waiting
-    for j in jobs:
-        if j.error is not None:
-            raise j.error
-    return [j.result for j in jobs]

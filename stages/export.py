@@ -4,8 +4,8 @@ Writes models/model.onnx (models/model.nnc decoded: any network of model.arch) a
 models/structured.onnx (the structured method's shrunk dense network at the shipped rate,
 compress.sparsity); ONNX Runtime must predict every test image's class as PyTorch does, with logits
 within 1e-4. metrics/export.json has both runtimes' test accuracy, the file sizes, and batch-1 and
-batch-256 CPU latencies. For a network the structured method refuses (a ParamError from its build,
-before any work), the structured export is skipped: "structured": null in the metrics.
+batch-256 CPU latencies. For a network structured pruning refuses (a branching one, say: a
+ParamError, before any work), the structured export is skipped: "structured": null in the metrics.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """ONNX export: PyTorch -> ONNX -> ONNX Runtime predicts what PyTorch predicts, for the MLP, the
 registered LeNet-300-100 and LeNet-5 and other networks of Linear and Conv2d layers; a disagreement
 is a one-line error that leaves the previous file in place; the files do not depend on where they
-were made; the structured network is the one its sweep makes at that rate, and the export stage
-skips it for a network the structured method does not handle."""
+were made; the structured network is the one its sweep makes at that rate, exported for LeNet-5 too,
+and the export stage skips it for a network structured pruning cannot handle (a branching one)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from nncompress.compress.quantize import share_weights, unshare_weights
 from nncompress.data import save_splits
 from nncompress.errors import ExportError, ParamError
 from nncompress.model import MLP, save_checkpoint
-from nncompress.nets import NETS
+from nncompress.nets import NETS, NetConfig, register
 from nncompress.prune import Context
 from nncompress.prune.masks import make_permanent, unstructured
 from nncompress.schema import parse
@@ -158,26 +159,18 @@ def test_the_structured_network_is_its_sweeps_point_at_the_shipped_rate(tmp_path
         assert torch.equal(made.state_dict()[key], tensor), key
 
 
-def params_for(model: dict) -> config.Params:
-    """The committed params.yaml with its model section replaced."""
+def params_for(model: dict, sparsity: float | None = None) -> config.Params:
+    """The committed params.yaml with its model section replaced (and compress.sparsity, if given)."""
     data = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     data["model"] = model
+    if sparsity is not None:
+        data["compress"]["sparsity"] = sparsity
     return parse(config.Params, data)
 
 
-def test_the_export_stage_exports_a_conv_network_and_skips_what_structured_pruning_refuses(
-    tmp_path: Path, capsys, monkeypatch
-) -> None:
-    """LeNet-5: the shipped file decoded and exported as ONNX, checked. A network the structured
-    method refuses (a ParamError from its build, before any work) has its structured export skipped:
-    metrics None, no file (an earlier run's is removed), one line saying why."""
-    params = params_for({"arch": "lenet5"})
-    structured = type(params.method("structured"))
-
-    def refuse(self, ctx):
-        raise ParamError(f"params.yaml: the structured method does not handle model.arch {ctx.params.model.arch}")
-
-    monkeypatch.setattr(structured, "build", refuse)
+def shipped_inputs(params: config.Params, folder: Path) -> None:
+    """Tiny random splits, the dense checkpoint of params' network (model.pt) and its shipped file
+    (model.nnc: 90% of each layer's weights pruned by magnitude, 3 bits) in `folder`."""
     g = torch.Generator().manual_seed(0)
 
     def part(n: int) -> dict[str, torch.Tensor]:
@@ -186,30 +179,35 @@ def test_the_export_stage_exports_a_conv_network_and_skips_what_structured_pruni
             "labels": torch.randint(0, 10, (n,), generator=g),
         }
 
-    save_splits({"train": part(8), "val": part(8), "test": part(64)}, tmp_path / "split")
+    save_splits({"train": part(8), "val": part(8), "test": part(64)}, folder / "split")
     torch.manual_seed(0)
     model = params.model.build()
-    save_checkpoint(model, tmp_path / "model.pt")
+    save_checkpoint(model, folder / "model.pt")
     unstructured("magnitude", "layer")(model, 0.9)
     make_permanent(model)
     share_weights(model, 3)
-    codec.save(tmp_path / "model.nnc", model, unshare_weights(model), params.model)
-    structured_out = tmp_path / "structured.onnx"
-    structured_out.write_bytes(b"an earlier run's network")
+    codec.save(folder / "model.nnc", model, unshare_weights(model), params.model)
 
-    metrics = export.export_stage(
+
+def run_export_stage(params: config.Params, folder: Path) -> dict:
+    return export.export_stage(
         params,
-        tmp_path / "model.nnc",
-        tmp_path / "model.pt",
-        tmp_path / "split",
-        tmp_path / "model.onnx",
-        structured_out,
+        folder / "model.nnc",
+        folder / "model.pt",
+        folder / "split",
+        folder / "model.onnx",
+        folder / "structured.onnx",
     )
-    assert metrics["structured"] is None
-    assert not structured_out.exists()
-    assert capsys.readouterr().out == (
-        f"{structured_out}: skipped, params.yaml: the structured method does not handle model.arch lenet5\n"
-    )
+
+
+def test_the_export_stage_exports_a_conv_network_and_its_structured_network(tmp_path: Path, capsys) -> None:
+    """LeNet-5: the shipped file decoded and exported as ONNX, checked; and the structured method's
+    smaller LeNet-5 at the shipped rate (0.96: conv1 keeps 1 of its 20 filters, conv2 2 of its 50)."""
+    params = params_for({"arch": "lenet5"}, sparsity=0.96)
+    shipped_inputs(params, tmp_path)
+
+    metrics = run_export_stage(params, tmp_path)
+    assert capsys.readouterr().out == ""  # nothing skipped
     shipped = metrics["model"]
     assert shipped["onnx_bytes"] == (tmp_path / "model.onnx").stat().st_size
     assert shipped["nnc_bytes"] == (tmp_path / "model.nnc").stat().st_size
@@ -217,3 +215,78 @@ def test_the_export_stage_exports_a_conv_network_and_skips_what_structured_pruni
     assert shipped["nonzero_weights"] == sum(round(0.1 * n) for n in (500, 25_000, 400_000, 5_000))
     assert shipped["test_accuracy"] == shipped["torch_test_accuracy"]
     assert shipped["max_logit_diff"] <= export.LOGIT_TOLERANCE
+    structured = metrics["structured"]
+    assert structured["rate"] == 0.96
+    assert structured["onnx_bytes"] == (tmp_path / "structured.onnx").stat().st_size
+    # conv1 1@5x5, conv2 2@1x5x5, fc1 20 of 500 (of 2 * 4 * 4 inputs), fc2 10 of 20
+    assert structured["parameters"] == (25 + 1) + (2 * 25 + 2) + (20 * 32 + 20) + (10 * 20 + 10)
+    assert structured["test_accuracy"] == structured["torch_test_accuracy"]
+    assert structured["max_logit_diff"] <= export.LOGIT_TOLERANCE
+
+
+class Branching(nn.Module):
+    """A hidden layer feeding two heads whose logits add up: not a chain, which structured pruning needs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(784, 16)
+        self.left = nn.Linear(16, 10)
+        self.right = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        return self.left(h) + self.right(h)
+
+
+@pytest.fixture
+def branching() -> Iterator[None]:
+    """Branching registered as model.arch branching, as a user registers a network; removed afterwards."""
+    assert "branching" not in NETS
+
+    @register("branching")
+    class BranchingConfig(NetConfig):
+        def build(self) -> Branching:
+            return Branching()
+
+    try:
+        yield
+    finally:
+        NETS.pop("branching", None)
+
+
+def test_the_export_stage_skips_the_structured_network_of_a_network_it_refuses(
+    tmp_path: Path, capsys, branching: None
+) -> None:
+    """A network structured pruning cannot handle (a ParamError before any work): the shipped file is
+    exported; the structured export is skipped: metrics None, no file (an earlier run's is removed),
+    one line saying why."""
+    params = params_for({"arch": "branching"})
+    shipped_inputs(params, tmp_path)
+    (tmp_path / "structured.onnx").write_bytes(b"an earlier run's network")
+    g = torch.Generator().manual_seed(0)
+    method = params.method("structured").build(Context(params, random_split(g, 8), random_split(g, 8)))
+    with pytest.raises(ParamError, match="structured pruning handles chains of layers") as refused:
+        method(params.model.build(), 0.5)  # what the prune@structured stage would report
+
+    metrics = run_export_stage(params, tmp_path)
+    assert metrics["structured"] is None
+    assert not (tmp_path / "structured.onnx").exists()
+    assert capsys.readouterr().out == f"{tmp_path / 'structured.onnx'}: skipped, {refused.value}\n"
+    assert str(refused.value) == (
+        "structured pruning handles chains of layers, but in the network of model.arch (Branching) "
+        "layer stem feeds several (left, right)"
+    )
+    shipped = metrics["model"]
+    assert shipped["parameters"] == 784 * 16 + 16 + 2 * (16 * 10 + 10)
+    assert shipped["test_accuracy"] == shipped["torch_test_accuracy"]
+    assert shipped["max_logit_diff"] <= export.LOGIT_TOLERANCE
+
+
+def test_a_network_refused_before_any_work_is_skipped_before_the_checkpoint_is_read(
+    tmp_path: Path, branching: None
+) -> None:
+    params = params_for({"arch": "branching"})
+    g = torch.Generator().manual_seed(0)
+    train, val = random_split(g, 8), random_split(g, 8)
+    with pytest.raises(export.Unsupported, match="^structured pruning handles chains of layers"):
+        export.structured_model(params, tmp_path / "no such checkpoint.pt", train, val)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from nncompress.config import OptimiserConfig
+from nncompress.errors import ParamError
 from nncompress.model import MLP
 from nncompress.prune.masks import make_permanent, prunable, unstructured
 from nncompress.prune.retrain import Retrainer
@@ -52,7 +53,16 @@ def trained_state():
 
 
 def retrainer(data, epochs, batch_size=BATCH, lr=0.5, train=None):
-    opt = OptimiserConfig(epochs=epochs, lr=lr, batch_size=batch_size, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        shuffle=True,
+        device="cpu",
+    )
     return Retrainer(train or data["train"], data["val"], opt, epochs)
 
 
@@ -103,7 +113,16 @@ def test_retrainer_shuffles_with_a_seed_drawn_from_torch(data, trained_state):
 
 
 def test_retrainer_takes_its_epochs_not_those_of_the_optimiser_block(data, trained_state):
-    opt = OptimiserConfig(epochs=5, lr=0.5, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(
+        epochs=5,
+        lr=0.5,
+        batch_size=BATCH,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        shuffle=True,
+        device="cpu",
+    )
     retrain = Retrainer(data["train"], data["val"], opt, 1)
     assert retrain.iterations == 4
     steps = []
@@ -146,7 +165,16 @@ def test_one_shot_fine_tunes_the_masked_model(data, trained_state):
             seen.append((prune.is_pruned(model.fc1), int((model.fc1.weight == 0).sum())))
             super().__call__(model, before_step)
 
-    opt = OptimiserConfig(epochs=3, lr=1.0, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(
+        epochs=3,
+        lr=1.0,
+        batch_size=BATCH,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        shuffle=True,
+        device="cpu",
+    )
     model = one_shot(magnitude_prune, Spy(data["train"], data["val"], opt, 3))(fresh(trained_state), 0.5)
     assert seen == [(True, round(0.5 * SIZES["fc1"]))]
     make_permanent(model)
@@ -168,7 +196,16 @@ def test_one_shot_reshapes_after_pruning_and_retrains_the_reshaped_model(data, t
             events.append(("retrain", getattr(model, "tag", None)))
             super().__call__(model, before_step)
 
-    opt = OptimiserConfig(epochs=1, lr=0.5, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(
+        epochs=1,
+        lr=0.5,
+        batch_size=BATCH,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        shuffle=True,
+        device="cpu",
+    )
     retrain = Spy(data["train"], data["val"], opt, epochs)
     returned = one_shot(magnitude_prune, retrain, reshape=reshape)(fresh(trained_state), 0.5)
     assert getattr(returned, "tag", None) == "reshaped"  # the method returns the reshaped model
@@ -196,7 +233,16 @@ def test_gradual_prunes_along_the_schedule_within_the_ramp(data, trained_state, 
         amounts.append((iterations_seen[-1], amount))
         prune_fn(model, amount)
 
-    opt = OptimiserConfig(epochs=epochs, lr=0.5, batch_size=BATCH, momentum=0.9, shuffle=True, device="cpu")
+    opt = OptimiserConfig(
+        epochs=epochs,
+        lr=0.5,
+        batch_size=BATCH,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        shuffle=True,
+        device="cpu",
+    )
     retrain = Spy(data["train"], data["val"], opt, epochs)
     torch.manual_seed(0)
     model = gradual(recording_prune, retrain, steps, ramp)(fresh(trained_state), 0.9)
@@ -248,7 +294,7 @@ def test_structured_returns_a_smaller_dense_mlp(data, trained_state, epochs):
 
 def test_structured_needs_the_mlp(data):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    with pytest.raises(TypeError, match="structured pruning needs hidden units"):
+    with pytest.raises(ParamError, match="structured pruning needs hidden units"):
         structured(retrainer(data, 0))(model, 0.5)
 
 

@@ -300,7 +300,7 @@ def test_structured_method_removes_neurons(data, trained_state):
         assert sum(p.numel() for p in model.parameters()) == (784 + 1) * kept + (kept + 1) * 10
         assert all(int((m.weight == 0).sum()) == 0 for _, m in prunable(model))  # a dense, smaller MLP
         assert not any(torch_prune.is_pruned(m) for m in model.modules())
-    with pytest.raises(TypeError, match="structured pruning needs hidden units"):
+    with pytest.raises(ParamError, match="structured pruning needs hidden units"):
         method(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), 0.5)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
@@ -21,8 +22,12 @@ import pytest
 import torch
 import yaml
 
+from nncompress import config
 from nncompress.data import save_splits
+from nncompress.errors import ParamError
 from nncompress.model import MLP, save_checkpoint
+from nncompress.nets import NETS, NetConfig, register
+from nncompress.schema import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -203,6 +208,14 @@ CASES = {
         ("params.yaml: compress.centroid.epochs must be >= 0, got -1",),
         lambda params: params["compress"]["centroid"].update(epochs=-1),
     ),
+    "compress_structured_on_lenet5": Case(
+        "compress",
+        (
+            "params.yaml: compress.method structured does not work with model.arch lenet5: a .nnc file "
+            "cannot record the smaller LeNet5 it makes",
+        ),
+        lambda params: params.update(model={"arch": "lenet5"}, compress={**params["compress"], "method": "structured"}),
+    ),
     "compress_checkpoint_mismatch": Case(
         "compress",
         ("in/model.pt: fc1.weight has shape [8, 784], the model in params.yaml expects [256, 784]",),
@@ -330,3 +343,63 @@ def test_param_errors_come_before_reading_inputs(results):
             _, before, _ = results[name]
             assert not any(p.startswith("in/") for p in before)
             assert ": missing (run" not in results[name][0].stderr  # the error for an absent input file
+
+
+# --- compress.method structured: checked before any work, in-process --------------------------
+
+
+class Branching(torch.nn.Module):
+    """A hidden layer feeding two heads whose logits add up: structured pruning needs a chain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Linear(784, 16)
+        self.left = torch.nn.Linear(16, 10)
+        self.right = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        return self.left(h) + self.right(h)
+
+
+@pytest.fixture(scope="module")
+def compress_stage():
+    spec = importlib.util.spec_from_file_location("compress_stage", ROOT / "stages" / "compress.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def structured_params(model: dict):
+    params = copy.deepcopy(REFERENCE)
+    params["model"] = model
+    params["compress"]["method"] = "structured"
+    return parse(config.Params, params)
+
+
+@pytest.mark.parametrize(
+    "model", [{"arch": "lenet300"}, {"arch": "mlp", "hidden": [20, 8], "activation": "relu", "dropout": 0.1}]
+)
+def test_compress_structured_on_an_mlp_passes_the_check_and_leaves_the_rng(compress_stage, model):
+    params = structured_params(model)
+    torch.manual_seed(0)
+    compress_stage.check_structured(params, Path("params.yaml"))
+    assert torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())
+
+
+def test_compress_structured_on_a_network_it_cannot_handle_names_both_params(compress_stage):
+    @register("branching")
+    class BranchingConfig(NetConfig):
+        def build(self) -> Branching:
+            return Branching()
+
+    try:
+        params = structured_params({"arch": "branching"})
+        with pytest.raises(ParamError) as refused:
+            compress_stage.check_structured(params, Path("params.yaml"))
+    finally:
+        NETS.pop("branching", None)
+    assert str(refused.value) == (
+        "params.yaml: compress.method structured does not work with model.arch branching: structured pruning "
+        "handles chains of layers, but in the network of model.arch (Branching) layer stem feeds several (left, right)"
+    )

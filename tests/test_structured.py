@@ -1,14 +1,23 @@
-"""Structured pruning of hidden neurons and shrinking the result into a smaller dense MLP."""
+"""Structured pruning of hidden neurons and shrinking the result into a smaller dense MLP; every
+layer keeps a unit at any rate; a network it cannot handle is a one-line ParamError."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import yaml
+from conftest import ROOT, random_split
 from torch import nn
 from torch.nn.utils import prune
 
+from nncompress import config
+from nncompress.errors import ParamError
 from nncompress.model import MLP
-from nncompress.prune.structured import kept, neuron_prune, shrink
+from nncompress.nets import NETS
+from nncompress.prune import Context
+from nncompress.prune.masks import prunable
+from nncompress.prune.structured import check, hidden_units, kept, neuron_prune, shrink
+from nncompress.schema import parse
 
 HIDDEN = 16
 RATES = (0.0, 0.1, 0.25, 0.37, 0.5, 0.9)  # round(rate * 16): 0, 2, 4, 6, 8, 14
@@ -190,14 +199,160 @@ def test_neuron_prune_masks_only_fc1_rows():
     assert int((rows == 0).sum()) == 8
 
 
-def test_removing_every_neuron_leaves_the_folded_bias():
-    """round(0.99 * 16) = 16: nothing is left but the constant logits, which still match."""
+@pytest.mark.parametrize("rate", [0.97, 0.99])
+def test_every_layer_keeps_one_neuron_at_extreme_rates(rate):
+    """round(rate * 16) = 16 would remove every neuron: one stays, the one of largest importance,
+    and the shrunk model computes what the masked one computes."""
     model = make_model()
-    neuron_prune(model, 0.99)
+    with torch.no_grad():
+        model.fc2.weight[:, 5].mul_(10.0)  # neuron 5 drives the logits the most
+    neuron_prune(model, rate)
+    assert kept(model.fc1).tolist() == [5]
     small = shrink(model)
-    assert small.fc1.out_features == 0
-    assert n_params(small) == 10
+    assert small.fc1.out_features == small.fc2.in_features == 1
+    assert n_params(small) == 785 + 2 * 10
     model.eval()
     small.eval()
     with torch.no_grad():
         assert torch.allclose(small(inputs()), model(inputs()), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [1, 7, 16, 20, 50, 256])
+def test_below_the_cap_the_masks_are_ln_structureds_at_the_rate(size):
+    """Only a layer that would be emptied loses one unit fewer: every other mask is the one
+    ln_structured draws for the rate itself (so results from before the cap stay bit for bit)."""
+    for rate in (0.0, 0.1, 0.37, 0.5, 0.9, 0.95, 0.96, 0.97, 0.975, 0.98, 0.99):
+        model = make_model(hidden=size)
+        reference = make_model(hidden=size)
+        neuron_prune(model, rate)
+        if round(rate * size) == size:
+            assert len(kept(model.fc1)) == 1, (size, rate)
+            continue
+        scores = reference.fc1.weight.detach() * reference.fc2.weight.detach().norm(dim=0)[:, None]
+        prune.ln_structured(reference.fc1, "weight", amount=rate, n=2, dim=0, importance_scores=scores)
+        assert torch.equal(model.fc1.weight_mask, reference.fc1.weight_mask), (size, rate)
+
+
+def net_params(model: dict):
+    """The committed params.yaml with its model section replaced, one epoch of fine-tuning."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    data["model"] = model
+    data["finetune"].update(epochs=1, batch_size=8, device="cpu")
+    return parse(config.Params, data)
+
+
+NET_SECTIONS = {  # the MLP's second layer, of 32, would be emptied at 0.99 too (round(31.68) = 32)
+    "lenet5": {"arch": "lenet5"},
+    "lenet300": {"arch": "lenet300"},
+    "mlp": {"arch": "mlp", "hidden": [256, 32], "activation": "sigmoid", "dropout": 0.15},
+}
+
+
+@pytest.mark.parametrize("arch", sorted(NET_SECTIONS))
+def test_the_method_works_at_rate_099_on_every_registered_network(arch):
+    """LeNet-5's conv1 has 20 filters and conv2 50: at 0.99 both would be emptied (round(19.8) = 20,
+    round(49.5) = 50), which crashed the forward pass. Each now keeps one."""
+    params = net_params(NET_SECTIONS[arch])
+    g = torch.Generator().manual_seed(0)
+    train, val = random_split(g, 16), random_split(g, 8)
+    method = params.method("structured").build(Context(params, train, val))
+    torch.manual_seed(0)
+    dense = params.model.build()
+    widths = [u.layer.weight.shape[0] for u in hidden_units(dense)]
+    torch.manual_seed(1)
+    small = method(dense, 0.99)
+    assert [u.layer.weight.shape[0] for u in hidden_units(small)] == [max(n - round(0.99 * n), 1) for n in widths]
+    small.eval()
+    with torch.no_grad():
+        logits = small(inputs(4))
+    assert logits.shape == (4, 10) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("rate", [0.975, 0.99])
+def test_lenet5_shrunk_at_extreme_rates_computes_what_the_masked_one_computes(rate):
+    torch.manual_seed(0)
+    model = NETS["lenet5"]().build()
+    with torch.no_grad():  # biases large enough that a removed filter's constant output matters
+        for _, layer in prunable(model):
+            layer.bias.uniform_(-1.0, 1.0)
+    neuron_prune(model, rate)
+    assert len(kept(model.conv1)) == len(kept(model.conv2)) == 1
+    small = shrink(model)
+    assert small.conv1.out_channels == small.conv2.in_channels == small.conv2.out_channels == 1
+    model.eval()
+    small.eval()
+    with torch.no_grad():
+        assert torch.allclose(small(inputs(8)), model(inputs(8)), atol=1e-5)
+
+
+# --- networks it cannot handle: a one-line ParamError before any work -----------------------------
+
+
+class Branching(nn.Module):
+    """One hidden layer feeding two heads whose logits add up: not a chain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(784, 16)
+        self.left = nn.Linear(16, 10)
+        self.right = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        return self.left(h) + self.right(h)
+
+
+REFUSED = {
+    "branching": (
+        Branching,
+        "structured pruning handles chains of layers, but in the network of model.arch (Branching) "
+        "layer stem feeds several (left, right)",
+    ),
+    "no hidden units": (
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10)),
+        "structured pruning needs hidden units (a Linear or Conv2d layer that feeds another), "
+        "and the network of model.arch (Sequential) has none",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_network_it_cannot_handle_is_a_param_error_before_any_work(name):
+    build, message = REFUSED[name]
+    torch.manual_seed(0)
+    model = build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    with pytest.raises(ParamError) as checked:
+        check(model)
+    assert str(checked.value) == message
+    assert torch.equal(torch.get_rng_state(), rng)  # the check leaves the seeded runs alone
+    with pytest.raises(ParamError) as pruned:
+        neuron_prune(model, 0.5)
+    assert str(pruned.value) == message
+    assert not any(prune.is_pruned(m) for m in model.modules())  # nothing masked
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", sorted(NET_SECTIONS))
+def test_the_registered_networks_pass_the_check(arch):
+    check(net_params(NET_SECTIONS[arch]).model.build())
+
+
+def test_a_removed_filter_that_cannot_fold_into_a_padded_conv_is_a_param_error():
+    """A removed filter's constant output, seen through a padded convolution, varies near the border:
+    it cannot go into a bias. Known only once the filters to remove are."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 4, 3),
+        nn.Conv2d(4, 2, 3, padding=1),
+        nn.Flatten(),
+        nn.Linear(2 * 26 * 26, 10),
+    )
+    with torch.no_grad():
+        model[1].bias.fill_(1.0)
+    check(model)
+    neuron_prune(model, 0.5)
+    with pytest.raises(ParamError, match=r"^structured pruning cannot fold the filters it removes .* padded Conv2d"):
+        shrink(model)

@@ -4,7 +4,8 @@ masked, then removed, leaving a smaller dense network that computes what the mas
 Works on any network of Linear and Conv2d layers in a chain: Torch-Pruning's dependency graph
 finds, for every layer whose outputs feed another layer (not the logits), which inputs of that
 next layer each unit feeds (one column, one input channel, or the block of columns a flatten gives
-a channel), and removes a unit from both layers at once.
+a channel), and removes a unit from both layers at once. A network it cannot handle (no hidden
+units, a layer that feeds several) is a `Refused` (a ParamError) before any unit is masked.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import prune
 
+from nncompress.errors import ParamError
 from nncompress.nets.registry import IN_FEATURES
 from nncompress.prune.masks import make_permanent, prunable
 
 _OUT = {nn.Linear: tp.prune_linear_out_channels, nn.Conv2d: tp.prune_conv_out_channels}
 _IN = (tp.prune_linear_in_channels, tp.prune_conv_in_channels)
+
+
+class Refused(ParamError):
+    """Structured pruning cannot handle the network (model.arch); the message says why."""
 
 
 @dataclasses.dataclass
@@ -43,18 +49,44 @@ def hidden_units(model: nn.Module) -> list[Units]:
     """Every layer whose outputs feed another layer, in order, with what each unit feeds."""
     graph = _graph(model)
     found = []
-    for _, layer in prunable(model):
+    for name, layer in prunable(model):
         n = layer.weight.shape[0]
         group = graph.get_pruning_group(layer, _OUT[type(layer)], idxs=list(range(n)))
         consumers = [(dep.target.module, list(idxs)) for dep, idxs in group if dep.handler in _IN]
         if not consumers:
             continue  # the logits
         if len(consumers) > 1:
-            raise TypeError(f"structured pruning handles chains of layers; {type(layer).__name__} feeds several")
+            names = {id(module): path for path, module in model.named_modules()}
+            fed = ", ".join(names.get(id(c), type(c).__name__) for c, _ in consumers)
+            raise Refused(
+                f"structured pruning handles chains of layers, but in {_network(model)} "
+                f"layer {name} feeds several ({fed})"
+            )
         consumer, idxs = consumers[0]
         per_unit = len(idxs) // n
         found.append(Units(layer, consumer, [idxs[j * per_unit : (j + 1) * per_unit] for j in range(n)]))
     return found
+
+
+def _network(model: nn.Module) -> str:
+    return f"the network of model.arch ({type(model).__name__})"
+
+
+def _chain(model: nn.Module) -> list[Units]:
+    chain = hidden_units(model)
+    if not chain:
+        raise Refused(
+            "structured pruning needs hidden units (a Linear or Conv2d layer that feeds another), "
+            f"and {_network(model)} has none"
+        )
+    return chain
+
+
+def check(model: nn.Module) -> None:
+    """A `Refused` (a ParamError) if structured pruning cannot handle `model`'s network, found before
+    any work; `model` and torch's RNG (the graph is traced through a forward pass) are left as they were."""
+    with torch.random.fork_rng(devices=[]):
+        _chain(model)
 
 
 def _input_norms(units: Units) -> torch.Tensor:
@@ -67,23 +99,27 @@ def _input_norms(units: Units) -> torch.Tensor:
 
 
 def neuron_prune(model: nn.Module, rate: float) -> None:
-    """Mask round(rate * units) of every hidden layer's units: their incoming weights.
+    """Mask round(rate * units) of every hidden layer's units, but never all of them: their incoming
+    weights. Every layer keeps at least one unit (an emptied layer breaks the forward pass, e.g.
+    LeNet-5's 20 filters of conv1 from rate 0.975), so at extreme rates, where round(rate * units)
+    would be every unit, a layer loses one unit fewer and the rate reached is below the one asked.
 
     A unit's importance is |its incoming weights| x |the next layer's weights it feeds| (L2 norms):
     how strongly it is driven and how much it drives the rest. torch's ln_structured picks the
     units with the smallest norm of the importance scores it is given. Every importance is
-    measured on the unpruned network, before any layer is masked.
+    measured on the unpruned network, before any layer is masked. A network it cannot handle is a
+    `Refused` (a ParamError), before any layer is masked.
     """
-    chain = hidden_units(model)
-    if not chain:
-        raise TypeError("structured pruning needs hidden units: a Linear or Conv2d layer that feeds another")
+    chain = _chain(model)
     scored = []
     for units in chain:
         weight = units.layer.weight.detach()
         scale = _input_norms(units).reshape(-1, *[1] * (weight.dim() - 1))
         scored.append((units.layer, weight * scale))
     for layer, scores in scored:
-        prune.ln_structured(layer, "weight", amount=rate, n=2, dim=0, importance_scores=scores)
+        size = layer.weight.shape[0]
+        amount = min(int(round(rate * size)), size - 1)  # ln_structured's own rounding, capped
+        prune.ln_structured(layer, "weight", amount=amount, n=2, dim=0, importance_scores=scores)
 
 
 def removed(layer: nn.Module) -> torch.Tensor:
@@ -156,5 +192,9 @@ def _contribution(units: Units, drop: torch.Tensor, received: torch.Tensor) -> t
     only[:, reads] = received[:, reads]
     out = F.conv2d(only, consumer.weight, None, consumer.stride, consumer.padding, consumer.dilation, consumer.groups)
     if not torch.allclose(out, out[:, :, :1, :1].expand_as(out), rtol=0, atol=1e-6 * (1 + out.abs().max())):
-        raise TypeError("structured pruning cannot fold a removed filter into a padded convolution's bias")
+        raise Refused(  # known only once the units to remove are: a zero constant folds into any bias
+            "structured pruning cannot fold the filters it removes from the network of model.arch into "
+            f"the bias of the padded Conv2d they feed (padding {consumer.padding}): near the border, "
+            "their constant output adds a varying amount"
+        )
     return out[0, :, 0, 0]
