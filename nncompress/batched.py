@@ -125,10 +125,12 @@ class _Gathered:
     step stacks what every model's layers compute (after the hooks, so it sees what they change),
     and each model's own SGD optimiser updates its own parameters, exactly as in `fit`."""
 
-    def __init__(self, models: list[nn.Module], lr: float, momentum: float):
+    def __init__(self, models: list[nn.Module], lr: float, momentum: float, weight_decay: float):
         self.models = models
         self.names: tuple[str, ...] = models[0].layer_names
-        self.optimizers = [torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for m in models]
+        self.optimizers = [
+            torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay) for m in models
+        ]
         self.weight: dict[str, torch.Tensor] = {}
         self.bias: dict[str, torch.Tensor] = {}
 
@@ -138,11 +140,12 @@ class _Gathered:
             self.weight[name] = torch.stack([_forward_weight(layer) for layer in layers])
             self.bias[name] = torch.stack([layer.bias for layer in layers]).unsqueeze(1)
 
-    def step(self, loss: torch.Tensor) -> None:
+    def step(self, loss: torch.Tensor, lr: float) -> None:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for optimizer in self.optimizers:
+            optimizer.param_groups[0]["lr"] = lr
             optimizer.step()
 
 
@@ -202,9 +205,14 @@ def _forward(stack: _Stack | _Gathered, x: torch.Tensor, lanes: list[Lane], p: f
 
 @torch.no_grad()
 def _sgd_step(
-    stack: _Stack, grads: tuple[torch.Tensor, ...], bufs: list[torch.Tensor | None], lr: float, momentum: float
+    stack: _Stack,
+    grads: tuple[torch.Tensor, ...],
+    bufs: list[torch.Tensor | None],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
 ) -> None:
-    """torch.optim.SGD's single-tensor update (no dampening, weight decay or Nesterov), lane by lane:
+    """torch.optim.SGD's single-tensor update (no dampening or Nesterov), lane by lane:
     one lane's tensors stay in the core's cache, where stacked ones would stream from memory at
     every operation.
 
@@ -224,6 +232,8 @@ def _sgd_step(
             mask = stack.masks[k][name] if name else None
             if mask is not None:
                 g.mul_(mask)
+            if weight_decay != 0:  # a masked weight is zero here, so its decay is zero too
+                g = g.add(param[k], alpha=weight_decay)
             if buf is not None:
                 if first:
                     buf[k].copy_(g)
@@ -245,6 +255,8 @@ def fit_many(
     lr: float,
     momentum: float,
     shuffle: bool,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
 ) -> None:
     """`fit(lane.model, ..., seed=lane.seed, before_step=lane.before_step)` for every lane, with each
     lane's dropout drawn from `lane.rng` (left where `fit` would leave torch's RNG). Models must be
@@ -257,7 +269,7 @@ def fit_many(
     orders = [torch.Generator().manual_seed(lane.seed) for lane in lanes]
     hooked = [k for k, lane in enumerate(lanes) if lane.before_step is not None]
     if not _plain(models):
-        gathered = _Gathered(models, lr, momentum)
+        gathered = _Gathered(models, lr, momentum, weight_decay)
         stack = None
     else:
         stack = _Stack(models)
@@ -293,10 +305,11 @@ def fit_many(
                 logits = _forward(stack if stack is not None else gathered, images[idx], lanes, p, act)
                 losses = F.cross_entropy(logits.flatten(0, 1), labels[idx].flatten(), reduction="none")
                 loss = losses.view(len(lanes), -1).mean(dim=1).sum()  # each lane's mean: its own gradient
+                rate = training.step_lr(lr, schedule, iteration, epochs * n_batches)
                 if stack is None:
-                    gathered.step(loss)
+                    gathered.step(loss, rate)
                 else:
-                    _sgd_step(stack, torch.autograd.grad(loss, params), bufs, lr, momentum)
+                    _sgd_step(stack, torch.autograd.grad(loss, params), bufs, rate, momentum, weight_decay)
                 iteration += 1
                 bar.update()
     finally:

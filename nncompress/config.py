@@ -39,7 +39,7 @@ from nncompress.schema import (
     parse,
 )
 from nncompress.sweep import AUC_MAX_RATE
-from nncompress.training import DEVICES
+from nncompress.training import DEVICES, SCHEDULES
 
 Device = Annotated[str, one_of(DEVICES)]
 Momentum = Annotated[Number, fraction()]
@@ -81,12 +81,17 @@ ModelConfig = NetConfig
 
 
 class OptimiserConfig(Section):
-    """SGD with momentum for `epochs` passes: the block train, finetune and compress.centroid share."""
+    """SGD with momentum for `epochs` passes: the block train, finetune and compress.centroid share.
+    `weight_decay` (L2, as torch.optim.SGD's, on every parameter) and `schedule` (the learning rate
+    per step: constant, or cosine from `lr` down to 0 over the run); 0 and constant are the
+    reference's plain SGD."""
 
     epochs: Epochs
     batch_size: Positive
     lr: Annotated[Number, above(0)]
     momentum: Momentum
+    weight_decay: Annotated[Number, at_least(0)]
+    schedule: Annotated[str, one_of(SCHEDULES)]
     shuffle: bool
     device: Device
 

@@ -21,6 +21,18 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda")  # auto: the GPU when PyTorch sees one
 SHOW_PROGRESS = True  # off in parallel workers, whose bars would garble the parent's
+SCHEDULES = ("constant", "cosine")  # the learning rate per step (see `step_lr`)
+
+
+def step_lr(lr: float, schedule: str, step: int, total: int) -> float:
+    """The learning rate of step `step` (0-based) of a run of `total` steps: `lr` throughout, or
+    cosine annealing from `lr` towards 0 (Loshchilov & Hutter 2017), which lets a long run settle
+    in a minimum instead of rattling around it at a constant rate."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r} (expected one of {', '.join(SCHEDULES)})")
 
 
 def resolve_device(name: str, key: str) -> torch.device:
@@ -100,6 +112,8 @@ def fit(
     batch_size: int,
     lr: float,
     momentum: float,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
     shuffle: bool = False,
     seed: int = 0,
     log_every: int = 0,
@@ -117,14 +131,16 @@ def fit(
     torch.nn.utils.prune stay applied, so pruned weights remain zero. `before_step(i)` runs before
     iteration i (0-based), e.g. to prune gradually. With `device`, the model moves there (pruning
     masks included) and the training data with it. `iterations` stops training early, after that
-    many steps: the weights are then exactly those of a full run at that step.
+    many steps: the weights are then exactly those of a full run at that step (the schedule
+    runs over the full run's steps).
     """
     if device is not None:
         model.to(device)
     images, labels = (t.to(_device_of(model)) for t in train)
     n_batches = math.ceil(len(images) / batch_size)
-    total = epochs * n_batches if iterations is None else min(iterations, epochs * n_batches)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    full = epochs * n_batches
+    total = full if iterations is None else min(iterations, full)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
     log: list[dict[str, float]] = []
@@ -155,6 +171,7 @@ def fit(
                     optimizer.zero_grad(set_to_none=True)
                     loss = loss_fn(model(images[idx]), labels[idx])
                     loss.backward()
+                    optimizer.param_groups[0]["lr"] = step_lr(lr, schedule, iteration, full)
                     optimizer.step()
                     iteration += 1
                     if curve is not None:  # the loss is read (a sync on a GPU) only for the curve
@@ -202,6 +219,8 @@ def train_model(
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        schedule=cfg.schedule,
         shuffle=cfg.shuffle,
         seed=cfg.seed,
         log_every=cfg.log_every if log_every is None else log_every,

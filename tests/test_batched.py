@@ -119,6 +119,37 @@ def test_fit_many_runs_each_lanes_hook_with_its_own_rng(prune_fn, hidden):
         assert_same(weights(lane.model), alone[k])
 
 
+@pytest.mark.parametrize("hidden", [(10, 7), 32])
+@pytest.mark.parametrize(("weight_decay", "schedule"), [(5e-3, "constant"), (0.0, "cosine"), (1e-3, "cosine")])
+def test_fit_many_equals_fit_with_weight_decay_and_a_schedule(hidden, weight_decay, schedule):
+    """Decay and the per-step learning rate as torch.optim.SGD applies them, with a gradual hook."""
+    data = random_split(torch.Generator().manual_seed(8), 50)
+    opt = {"epochs": 2, "batch_size": 16, "lr": 0.3, "momentum": 0.9, "shuffle": True}
+    opt |= {"weight_decay": weight_decay, "schedule": schedule}
+    rates = [0.0, 0.6, 0.9]
+    alone = []
+    for k, rate in enumerate(rates):
+        model = network(k, hidden, rate)
+        torch.manual_seed(30 + k)
+        pruner = GradualPruner(model, global_magnitude, 0.8, steps=2, every=2) if k == 0 else None
+        train_alone(model, data, 30 + k, hook=pruner, **opt)
+        make_permanent(model)
+        alone.append(weights(model))
+    lanes = []
+    for k, rate in enumerate(rates):
+        model = network(k, hidden, rate)
+        pruner = GradualPruner(model, global_magnitude, 0.8, steps=2, every=2) if k == 0 else None
+        lanes.append(Lane(model, torch.Generator().manual_seed(30 + k), 30 + k, pruner))
+    fit_many(lanes, *data, **opt)
+    for k, lane in enumerate(lanes):
+        make_permanent(lane.model)
+        assert_same(weights(lane.model), alone[k])
+    plain = network(1, hidden, 0.6)
+    torch.manual_seed(31)
+    train_alone(plain, data, 31, **(opt | {"weight_decay": 0.0, "schedule": "constant"}))
+    assert not torch.equal(weights(plain)["fc1.weight"], alone[1]["fc1.weight"])  # the options do act
+
+
 def test_one_lane_is_fit():
     data = random_split(torch.Generator().manual_seed(5), 48)
     opt = {"epochs": 1, "batch_size": 16, "lr": 0.1, "momentum": 0.5, "shuffle": True}
@@ -177,6 +208,7 @@ def test_fit_many_trains_shared_weights_as_fit_does(hidden):
 
     data = random_split(torch.Generator().manual_seed(4), 64)
     opt = {"epochs": 2, "batch_size": 16, "lr": 0.1, "momentum": 0.9, "shuffle": True}
+    opt |= {"weight_decay": 1e-3, "schedule": "cosine"}
     results = []
     for together in (False, True):
         models = [network(k, hidden, rate) for k, rate in enumerate([0.5, 0.8, 0.9])]

@@ -18,7 +18,9 @@ from nncompress.prune.schedule import gradual, one_shot
 from nncompress.sweep import run_sweep
 
 HIDDEN = 8
-OPT = OptimiserConfig(epochs=1, batch_size=16, lr=0.05, momentum=0.9, shuffle=True, device="cpu")
+OPT = OptimiserConfig(
+    epochs=1, batch_size=16, lr=0.05, momentum=0.9, weight_decay=0.0, schedule="constant", shuffle=True, device="cpu"
+)
 
 
 def noisy(item: int) -> tuple[int, float, int]:

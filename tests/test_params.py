@@ -47,7 +47,7 @@ CLASSES = {
     **{f"prune_{name}": METHODS[name] for name in REGISTERED},
 }
 SEEDS_SECTIONS = tuple(f"prune_{name}" for name in REGISTERED if "seeds" in METHODS[name].model_fields)
-OPTIMISER_KEYS = ("epochs", "batch_size", "lr", "momentum", "shuffle", "device")
+OPTIMISER_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "shuffle", "device")
 OPTIMISER_BLOCKS = ("train", "finetune", "compress.centroid")  # the same SGD block in three places
 REFERENCE = yaml.safe_load((ROOT / "params.yaml").read_text())
 # The keys of each section: the model section's are those of the network it chooses.
@@ -127,7 +127,16 @@ def test_reference_params_file_loads_to_the_reference_values():
     assert params.model == MLPConfig(arch="mlp", hidden=[256], activation="sigmoid", dropout=0.15)
     assert type(params.model) is MLPConfig
     assert params.train == config.TrainConfig(
-        epochs=40, batch_size=32, lr=0.01, momentum=0.9, shuffle=False, device="auto", seed=0, log_every=16
+        epochs=40,
+        batch_size=32,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        shuffle=False,
+        device="auto",
+        seed=0,
+        log_every=16,
     )
     assert params.sweep == config.SweepConfig(
         methods=["random", "magnitude", "finetune", "global", "gradual", "structured", "lottery"],
@@ -136,7 +145,14 @@ def test_reference_params_file_loads_to_the_reference_values():
         executor="local",
     )
     assert params.finetune == config.OptimiserConfig(
-        epochs=40, batch_size=32, lr=0.01, momentum=0.9, shuffle=True, device="auto"
+        epochs=40,
+        batch_size=32,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        shuffle=True,
+        device="auto",
     )
     assert params.prune_random == METHODS["random"](seeds=[0, 1, 2, 3, 4])
     assert params.prune_magnitude == METHODS["magnitude"](finetune_epochs=0)
@@ -150,7 +166,16 @@ def test_reference_params_file_loads_to_the_reference_values():
         method="gradual",
         sparsity=0.96,
         bits=4,
-        centroid=config.OptimiserConfig(epochs=10, batch_size=32, lr=0.001, momentum=0.9, shuffle=True, device="auto"),
+        centroid=config.OptimiserConfig(
+            epochs=10,
+            batch_size=32,
+            lr=0.001,
+            momentum=0.9,
+            weight_decay=0.0,
+            schedule="constant",
+            shuffle=True,
+            device="auto",
+        ),
         seed=0,
         sweep_sparsities=[0.9, 0.95, 0.96, 0.97, 0.98],
         sweep_bits=[2, 3, 4, 5, 6, 8],
@@ -329,7 +354,7 @@ def test_unknown_key_names_it_and_lists_the_valid_keys():
     message = param_error("train", data)
     assert message == (
         "params.yaml: unknown key train.epoch "
-        "(expected one of: epochs, batch_size, lr, momentum, shuffle, device, seed, log_every)"
+        "(expected one of: epochs, batch_size, lr, momentum, weight_decay, schedule, shuffle, device, seed, log_every)"
     )
 
 
@@ -339,13 +364,14 @@ def test_unknown_key_names_it_and_lists_the_valid_keys():
         (
             "finetune",
             {**REFERENCE["finetune"], "seed": 0},
-            "unknown key finetune.seed (expected one of: epochs, batch_size, lr, momentum, shuffle, device)",
+            "unknown key finetune.seed "
+            "(expected one of: epochs, batch_size, lr, momentum, weight_decay, schedule, shuffle, device)",
         ),
         (
             "compress",
             with_value("compress", "centroid.log_every", 16),
             "unknown key compress.centroid.log_every "
-            "(expected one of: epochs, batch_size, lr, momentum, shuffle, device)",
+            "(expected one of: epochs, batch_size, lr, momentum, weight_decay, schedule, shuffle, device)",
         ),
         (
             "compress",
@@ -470,6 +496,9 @@ OUT_OF_RANGE = [
     ("finetune", "lr", 0.0, "> 0"),
     ("finetune", "batch_size", 0, "> 0"),
     ("finetune", "momentum", 1.0, "in [0, 1)"),
+    ("finetune", "weight_decay", -0.1, ">= 0"),
+    ("finetune", "schedule", "step", "one of constant, cosine"),
+    ("train", "schedule", "linear", "one of constant, cosine"),
     ("finetune", "epochs", -1, ">= 0"),
     ("finetune", "lr", -0.01, "> 0"),
     ("prune_gradual", "steps", 0, "> 0"),
@@ -887,7 +916,7 @@ def test_unknown_keys_of_mixed_types_are_a_param_error(tmp_path):
         config.load(path)
     assert str(info.value) == (
         "params.yaml: unknown key train.True "
-        "(expected one of: epochs, batch_size, lr, momentum, shuffle, device, seed, log_every)"
+        "(expected one of: epochs, batch_size, lr, momentum, weight_decay, schedule, shuffle, device, seed, log_every)"
     )
 
 

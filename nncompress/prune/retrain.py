@@ -54,6 +54,8 @@ class Retrainer:
                 batch_size=opt.batch_size,
                 lr=opt.lr,
                 momentum=opt.momentum,
+                weight_decay=opt.weight_decay,
+                schedule=opt.schedule,
                 shuffle=opt.shuffle,
             )
             return
@@ -75,6 +77,8 @@ class Retrainer:
             batch_size=self.opt.batch_size,
             lr=self.opt.lr,
             momentum=self.opt.momentum,
+            weight_decay=self.opt.weight_decay,
+            schedule=self.opt.schedule,
             shuffle=self.opt.shuffle,
             seed=seed,
             desc="fine-tune",
