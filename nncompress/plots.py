@@ -109,7 +109,7 @@ def accuracy_vs_size(
         marker="s",
         color="gray",
         linestyle="none",
-        label=f"dense fp32 state_dict ({dense_bytes / 1000:.0f} kB)",
+        label=f"dense, 4 B per parameter ({dense_bytes / 1000:.0f} kB)",
     )
     ax.axhline(dense_accuracy - 0.005, linestyle="--", linewidth=1, color="gray", label="dense - 0.5 points")
     for factor, style in ((50, ":"), (100, "-.")):

@@ -124,8 +124,11 @@ def test_compress_reports_the_file_it_wrote(small_repo: Path) -> None:
     metrics = json.loads((small_repo / "metrics/compress.json").read_text())
     nnc, dense = small_repo / "models/model.nnc", small_repo / "models/model.pt"
     assert metrics["compressed_bytes"] == nnc.stat().st_size
-    assert metrics["dense_bytes"] == dense.stat().st_size  # the fp32 state_dict as torch.save writes it
+    assert metrics["state_dict_bytes"] == dense.stat().st_size  # the fp32 state_dict as torch.save writes it
+    parameters = json.loads((small_repo / "metrics/train.json").read_text())["parameters"]
+    assert metrics["dense_bytes"] == 4 * parameters  # the papers' count
     assert metrics["ratio"] == pytest.approx(metrics["dense_bytes"] / metrics["compressed_bytes"], rel=1e-5)
+    assert metrics["state_dict_ratio"] == pytest.approx(metrics["state_dict_bytes"] / metrics["compressed_bytes"])
     assert metrics["ratio"] > 10
     model = codec.load(nnc)
     test = load_split(small_repo / "data/split", "test")

@@ -92,14 +92,20 @@ def test_export_writes_checked_onnx_files_and_their_metrics(repo: Path) -> None:
 
 
 def test_the_cli_reads_the_pipelines_files(repo: Path) -> None:
+    from nncompress.compress import codec
+
     compress = json.loads((repo / "metrics/compress.json").read_text())
     info = nncompress(repo, "info", "models/model.nnc")
     assert info.returncode == 0 and info.stderr == "", info.stderr
     assert info.stdout.startswith(
-        f"models/model.nnc: nncompress model file, format version 2, {compress['compressed_bytes']:,} bytes"
+        f"models/model.nnc: nncompress model file, format version {codec.VERSION}, "
+        f"{compress['compressed_bytes']:,} bytes"
     )
-    # the ratio against torch.save's state_dict is the one compress reports
-    assert f"as a torch.save state_dict: {compress['dense_bytes']:,} bytes, {compress['ratio']:.1f}x" in info.stdout
+    # the ratios compress reports: against 4 B per parameter, and torch.save's state_dict beside it
+    assert f"dense fp32: {compress['dense_bytes']:,} bytes" in info.stdout
+    assert f"{compress['ratio']:.1f}x this file" in info.stdout
+    saved = f"as a torch.save state_dict: {compress['state_dict_bytes']:,} bytes, {compress['state_dict_ratio']:.1f}x"
+    assert saved in info.stdout
 
     lines = {}
     for path in ("models/model.nnc", "models/model.onnx"):

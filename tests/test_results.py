@@ -68,6 +68,9 @@ def test_compressed_file_at_least_50x_smaller_within_half_a_point() -> None:
 
 
 def test_compressed_file_size_counts_every_byte_against_the_dense_checkpoint() -> None:
-    """dense_bytes is torch.save of the fp32 state_dict: 203,530 float32 values plus the archive."""
+    """dense_bytes is 4 bytes x 203,530 parameters, as the papers count; beside it the torch.save
+    file of the fp32 state_dict: those values plus the archive."""
     c = load("compress")
-    assert 203_530 * 4 < c["dense_bytes"] < 203_530 * 4 * 1.01
+    assert c["dense_bytes"] == 203_530 * 4
+    assert 203_530 * 4 < c["state_dict_bytes"] < 203_530 * 4 * 1.01
+    assert abs(c["state_dict_ratio"] - c["state_dict_bytes"] / c["compressed_bytes"]) < 1e-4
