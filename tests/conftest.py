@@ -7,12 +7,17 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
+from torch import nn
+
+from nncompress.model import MLP
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a user's clone needs to run the pipeline (results and caches are left behind).
@@ -107,15 +112,11 @@ def committed_params(*overrides: dict[str, Any]) -> Any:
 
 def random_split(generator: Any, n: int) -> tuple[Any, Any]:
     """n random 784-pixel images and labels: data for unit tests."""
-    import torch
-
     return torch.rand(n, 784, generator=generator), torch.randint(0, 10, (n,), generator=generator)
 
 
 def fresh(state: dict[str, Any]) -> Any:
     """A new MLP holding `state` (its hidden size read from the state)."""
-    from nncompress.model import MLP
-
     model = MLP(hidden_size=state["fc1.weight"].shape[0])
     model.load_state_dict(state)
     return model
@@ -123,8 +124,6 @@ def fresh(state: dict[str, Any]) -> Any:
 
 def sweep_point(method: Any, state: dict[str, Any], rate: float, seed: int = 0) -> Any:
     """One sweep run of `method` on a fresh copy of `state`, seeded and made permanent as run_sweep does."""
-    import torch
-
     from nncompress.prune.masks import make_permanent
     from nncompress.sweep import rate_seed
 
@@ -151,10 +150,8 @@ def tiny_mlp() -> tuple[Any, dict[str, Any]]:
     """A 784-4-10 relu MLP (dropout 0.1) and its shared layers, from fixed numbers (no RNG, no
     k-means), so the files coded from it never change (test_cli's golden output, the v1 test file)."""
     import numpy as np
-    import torch
 
     from nncompress.compress.quantize import SharedLayer
-    from nncompress.model import MLP
 
     model = MLP(hidden_size=4, activation="relu", dropout=0.1)
     mask1 = np.zeros((4, 784), dtype=bool)
@@ -170,6 +167,80 @@ def tiny_mlp() -> tuple[Any, dict[str, Any]]:
             module.weight.copy_(torch.from_numpy(layer.dense()))
             module.bias.copy_(torch.linspace(-1, 1, module.out_features))
     return model, layers
+
+
+def split_files(folder: Path, train: int, val: int, test: int, seed: int = 0) -> Path:
+    """`folder` holding split files as the split stage writes them (uint8 images, int64 labels), of
+    random images and labels drawn from a generator seeded with `seed`."""
+    from nncompress.data import save_splits
+
+    g = torch.Generator().manual_seed(seed)
+
+    def part(n: int) -> dict[str, torch.Tensor]:
+        return {
+            "images": torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
+            "labels": torch.randint(0, 10, (n,), generator=g),
+        }
+
+    save_splits({"train": part(train), "val": part(val), "test": part(test)}, folder)
+    return folder
+
+
+# --- networks a test registers, as a user registers one -------------------------------------------
+
+
+@contextmanager
+def registered(name: str, build: Callable[[], nn.Module]) -> Iterator[type]:
+    """`model.arch: name` registered (a NetConfig subclass whose build() returns build()) while the
+    block runs, as a user registers a network; removed from the registry afterwards, even on failure.
+    Yields the NetConfig subclass. A name already registered is refused (and left registered)."""
+    from nncompress.nets import NETS, NetConfig, register
+
+    make = build  # the class body below defines its own `build`
+
+    class Config(NetConfig):
+        def build(self) -> nn.Module:
+            return make()
+
+    register(name)(Config)
+    try:
+        yield Config
+    finally:
+        NETS.pop(name, None)
+
+
+class Branching(nn.Module):
+    """A hidden layer feeding two heads whose logits add up: not a chain, which structured pruning needs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(784, 16)
+        self.left = nn.Linear(16, 10)
+        self.right = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        return self.left(h) + self.right(h)
+
+
+class Normed(MLP):
+    """A 784-16-10 MLP with a BatchNorm beside its layers: state the .nnc format does not hold."""
+
+    def __init__(self) -> None:
+        super().__init__(16)
+        self.norm = nn.BatchNorm1d(10)
+
+
+def _broken() -> nn.Module:
+    raise RuntimeError("no such layer\nsecond line")
+
+
+@pytest.fixture
+def unholdable_networks() -> Iterator[None]:
+    """Two networks a .nnc file cannot hold, registered while the test runs: model.arch normed
+    (Normed: state besides its Linear layers) and broken (whose code raises a two-line error)."""
+    with registered("normed", Normed), registered("broken", _broken):
+        yield
 
 
 def reproduced(dest: Path, overrides: dict[str, Any]) -> Path:
@@ -212,8 +283,6 @@ def make_repo(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
 def one_torch_thread() -> Iterator[None]:
     """One torch thread, as the stages run (runner.run_stage): tiny models gain nothing from more, and
     on a busy machine extra threads wait for each other and make the tests many times slower."""
-    import torch
-
     from nncompress.runner import flush_denormals
 
     before = torch.get_num_threads()

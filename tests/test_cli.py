@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_mlp
+from conftest import split_files, tiny_mlp
 from torch import nn
 
 from nncompress import cli
 from nncompress.compress import codec
 from nncompress.compress.quantize import SharedLayer
-from nncompress.data import save_splits
 from nncompress.errors import CheckpointError
 from nncompress.nets import NETS, NetConfig
 from nncompress.prune.masks import prunable
@@ -253,16 +252,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 @pytest.fixture
 def split_dir(tmp_path: Path) -> Path:
     """A split directory as the split stage writes it, holding random images."""
-    g = torch.Generator().manual_seed(0)
-
-    def part(n: int) -> dict[str, torch.Tensor]:
-        return {
-            "images": torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
-            "labels": torch.randint(0, 10, (n,), generator=g),
-        }
-
-    save_splits({"train": part(8), "val": part(8), "test": part(300)}, tmp_path / "split")
-    return tmp_path / "split"
+    return split_files(tmp_path / "split", train=8, val=8, test=300)
 
 
 def test_export_writes_onnx_and_a_weights_only_state_dict_that_evaluate_alike(split_dir: Path, tmp_path: Path) -> None:

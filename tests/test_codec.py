@@ -797,6 +797,24 @@ def test_the_committed_version_1_file_decodes_to_its_mlp():
         assert torch.equal(loaded(x), fp16_biases(model)(x))
 
 
+def check_decoded(net: NetConfig, model: nn.Module, layers, decoded, loaded: nn.Module) -> None:
+    """A file of `model` decoded: its shared layers are `layers`, and the network `loaded` from it
+    (in eval mode) computes what `net`'s network computes with `model`'s weights and float16 biases."""
+    for name, layer in layers.items():
+        assert decoded[name].mask.shape == layer.mask.shape
+        assert np.array_equal(decoded[name].mask, layer.mask)
+        assert np.array_equal(decoded[name].codes, layer.codes)
+        assert np.array_equal(decoded[name].centroids, layer.centroids)
+    assert type(loaded) is type(model) and not loaded.training
+    expected = net.build().eval()
+    expected.load_state_dict(
+        {k: v if k.endswith("weight") else v.half().float() for k, v in model.state_dict().items()}
+    )
+    x = inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected(x))
+
+
 def check_version_2_file(name: str, net: NetConfig, model: nn.Module, layers) -> None:
     """tests/data/`name`, written by the version-2 encoder, is what encode_v2 writes and decodes to
     the network it held: its weights, its float16 biases (every one stored), its outputs."""
@@ -808,19 +826,7 @@ def check_version_2_file(name: str, net: NetConfig, model: nn.Module, layers) ->
     assert list(state) == list(model.state_dict())
     for key, tensor in model.state_dict().items():
         assert torch.equal(state[key], tensor if key.endswith("weight") else tensor.half().float()), key
-    for layer_name, layer in layers.items():
-        assert np.array_equal(decoded[layer_name].mask, layer.mask)
-        assert np.array_equal(decoded[layer_name].codes, layer.codes)
-        assert np.array_equal(decoded[layer_name].centroids, layer.centroids)
-    loaded = codec.load(DATA / name)
-    assert type(loaded) is type(model) and not loaded.training
-    expected = net.build().eval()
-    expected.load_state_dict(
-        {k: v if k.endswith("weight") else v.half().float() for k, v in model.state_dict().items()}
-    )
-    x = inputs()
-    with torch.no_grad():
-        assert torch.equal(loaded(x), expected(x))
+    check_decoded(net, model, layers, decoded, codec.load(DATA / name))
 
 
 def test_the_committed_version_2_files_decode_to_their_networks():
@@ -941,21 +947,9 @@ def check_round_trip(net: NetConfig, model: nn.Module, layers, data: bytes) -> n
         else:
             assert torch.all((state[key] == tensor.half().float()) | (state[key] == 0)), key
     assert set(decoded) == set(layers) == {name for name, _ in prunable(model)}
-    for name, layer in layers.items():
-        assert decoded[name].mask.shape == layer.mask.shape
-        assert np.array_equal(decoded[name].mask, layer.mask)
-        assert np.array_equal(decoded[name].codes, layer.codes)
-        assert np.array_equal(decoded[name].centroids, layer.centroids)
     loaded = codec.from_bytes(data)
-    assert type(loaded) is type(model) and not loaded.training
     assert not any(parametrize.is_parametrized(m) for m in loaded.modules())
-    expected = net.build().eval()
-    expected.load_state_dict(
-        {k: v if k.endswith("weight") else v.half().float() for k, v in model.state_dict().items()}
-    )
-    x = inputs()
-    with torch.no_grad():
-        assert torch.equal(loaded(x), expected(x))
+    check_decoded(net, model, layers, decoded, loaded)
     return loaded
 
 
@@ -1064,36 +1058,16 @@ def test_the_encoder_refuses_what_the_format_cannot_hold(convnet):
         codec.encode(model, {k: v for k, v in layers.items() if k != "head"}, net)
 
 
-def test_a_file_naming_a_network_the_format_cannot_hold_is_refused(tmp_path, small_v2):
+def test_a_file_naming_a_network_the_format_cannot_hold_is_refused(tmp_path, small_v2, unholdable_networks):
     """A registered network with state besides its layers (here a BatchNorm), or whose code fails."""
     _, _, data = small_v2
     meta, rest = split_body(data)
-
-    class Normed(MLP):
-        def __init__(self):
-            super().__init__(16)
-            self.norm = nn.BatchNorm1d(10)
-
-    @register("normed")
-    class NormedConfig(NetConfig):
-        def build(self) -> nn.Module:
-            return Normed()
-
-    @register("broken")
-    class BrokenConfig(NetConfig):
-        def build(self) -> nn.Module:
-            raise RuntimeError("no such layer\nsecond line")
-
-    try:
-        meta["model"] = {"arch": "normed"}
-        expect_error(tmp_path, with_meta(meta, rest), "invalid content", "Linear and Conv2d layers only", "norm.weight")
-        meta["model"] = {"arch": "broken"}
-        expect_error(
-            tmp_path,
-            with_meta(meta, rest),
-            "invalid content",
-            "building the network failed (RuntimeError: no such layer)",
-        )
-    finally:
-        NETS.pop("normed", None)
-        NETS.pop("broken", None)
+    meta["model"] = {"arch": "normed"}
+    expect_error(tmp_path, with_meta(meta, rest), "invalid content", "Linear and Conv2d layers only", "norm.weight")
+    meta["model"] = {"arch": "broken"}
+    expect_error(
+        tmp_path,
+        with_meta(meta, rest),
+        "invalid content",
+        "building the network failed (RuntimeError: no such layer)",
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import registered
 from test_codec import (
     DATA,
     decoded_biases,
@@ -29,7 +30,7 @@ from nncompress.compress import codec, layer_coding
 from nncompress.compress.quantize import SharedLayer, share_weights, unshare_weights
 from nncompress.errors import CheckpointError
 from nncompress.model import MLP
-from nncompress.nets import NETS, NetConfig, register
+from nncompress.nets import NETS
 from nncompress.nets.mlp import MLPConfig
 from nncompress.prune.masks import prunable
 
@@ -257,21 +258,8 @@ class Float32Only(Negated):
 
 @pytest.fixture
 def odd_nets():
-    @register("negated")
-    class NegatedConfig(NetConfig):
-        def build(self) -> nn.Module:
-            return Negated()
-
-    @register("float32only")
-    class Float32OnlyConfig(NetConfig):
-        def build(self) -> nn.Module:
-            return Float32Only()
-
-    try:
-        yield {"negated": NegatedConfig(), "float32only": Float32OnlyConfig()}
-    finally:
-        NETS.pop("negated", None)
-        NETS.pop("float32only", None)
+    with registered("negated", Negated) as negated, registered("float32only", Float32Only) as float32only:
+        yield {"negated": negated(), "float32only": float32only()}
 
 
 @pytest.mark.parametrize("arch", ["negated", "float32only"])
@@ -444,32 +432,10 @@ def test_a_network_too_large_to_allocate_is_refused_before_it_is_built(tmp_path,
     assert allocated == [torch.device("meta")]
 
 
-def test_a_network_the_format_cannot_hold_is_refused(tmp_path, small):
+def test_a_network_the_format_cannot_hold_is_refused(tmp_path, small, unholdable_networks):
     _, _, data = small
-
-    class Normed(MLP):
-        def __init__(self):
-            super().__init__(16)
-            self.norm = nn.BatchNorm1d(10)
-
-    @register("normed")
-    class NormedConfig(NetConfig):
-        def build(self) -> nn.Module:
-            return Normed()
-
-    @register("broken")
-    class BrokenConfig(NetConfig):
-        def build(self) -> nn.Module:
-            raise RuntimeError("no such layer\nsecond line")
-
-    try:
-        expect_error(
-            tmp_path, rebuilt(data, section={"arch": "normed"}), "Linear and Conv2d layers only", "norm.weight"
-        )
-        expect_error(tmp_path, rebuilt(data, section={"arch": "broken"}), "building the network failed (RuntimeError")
-    finally:
-        NETS.pop("normed", None)
-        NETS.pop("broken", None)
+    expect_error(tmp_path, rebuilt(data, section={"arch": "normed"}), "Linear and Conv2d layers only", "norm.weight")
+    expect_error(tmp_path, rebuilt(data, section={"arch": "broken"}), "building the network failed (RuntimeError")
 
 
 def test_the_committed_files_of_older_versions_still_read():

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, env
-from torch import nn
+from conftest import ROOT, Normed, env, registered, split_files
 
 from nncompress.compress import codec
-from nncompress.data import load_split, save_splits
+from nncompress.data import load_split
 from nncompress.errors import ParamError
 from nncompress.model import save_checkpoint
-from nncompress.nets import NETS, NetConfig, register
+from nncompress.nets import NETS
 from nncompress.training import accuracy
 
 TINY = {
@@ -66,15 +65,7 @@ def stage(folder: Path, name: str, *args: str) -> subprocess.CompletedProcess[st
 
 
 def test_compress_and_export_a_conv_network(tmp_path: Path) -> None:
-    g = torch.Generator().manual_seed(0)
-
-    def part(n: int) -> dict[str, torch.Tensor]:
-        return {
-            "images": torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
-            "labels": torch.randint(0, 10, (n,), generator=g),
-        }
-
-    save_splits({"train": part(64), "val": part(32), "test": part(64)}, tmp_path / "split")
+    split_files(tmp_path / "split", train=64, val=32, test=64)
     torch.manual_seed(0)
     save_checkpoint(NETS["lenet5"]().build(), tmp_path / "model.pt")
     write_params(tmp_path / "params.yaml")
@@ -108,25 +99,8 @@ def test_compress_and_export_a_conv_network(tmp_path: Path) -> None:
         assert exported["structured"]["onnx_bytes"] == (tmp_path / "structured.onnx").stat().st_size
 
 
-class Normed(nn.Module):
-    """A network with state the .nnc format does not hold (a BatchNorm's)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(784, 10)
-        self.norm = nn.BatchNorm1d(10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.fc(x))
-
-
 def test_compress_refuses_a_network_the_format_cannot_hold_before_any_work(tmp_path, monkeypatch) -> None:
-    @register("normed")
-    class NormedConfig(NetConfig):
-        def build(self) -> Normed:
-            return Normed()
-
-    try:
+    with registered("normed", Normed):
         write_params(tmp_path / "params.yaml", {"arch": "normed"})
         save_checkpoint(Normed(), tmp_path / "model.pt")
         spec = importlib.util.spec_from_file_location("compress_stage", ROOT / "stages/compress.py")
@@ -141,5 +115,3 @@ def test_compress_refuses_a_network_the_format_cannot_hold_before_any_work(tmp_p
             "networks of Linear and Conv2d layers only; this one has state besides their weights and biases: "
             "norm.weight, norm.bias, norm.running_mean, ..."
         )
-    finally:
-        NETS.pop("normed", None)

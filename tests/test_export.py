@@ -14,16 +14,15 @@ import onnx
 import pytest
 import torch
 import yaml
-from conftest import ROOT, committed_params, random_split, sweep_point
+from conftest import ROOT, Branching, committed_params, random_split, registered, split_files, sweep_point
 from torch import nn
 
 from nncompress import config, export
 from nncompress.compress import codec
 from nncompress.compress.quantize import share_weights, unshare_weights
-from nncompress.data import save_splits
 from nncompress.errors import ExportError, ParamError
 from nncompress.model import MLP, save_checkpoint
-from nncompress.nets import NETS, NetConfig, register
+from nncompress.nets import NETS
 from nncompress.prune import Context
 from nncompress.prune.masks import make_permanent, unstructured
 from nncompress.schema import parse
@@ -171,15 +170,7 @@ def params_for(model: dict, sparsity: float | None = None) -> config.Params:
 def shipped_inputs(params: config.Params, folder: Path) -> None:
     """Tiny random splits, the dense checkpoint of params' network (model.pt) and its shipped file
     (model.nnc: 90% of each layer's weights pruned by magnitude, 3 bits) in `folder`."""
-    g = torch.Generator().manual_seed(0)
-
-    def part(n: int) -> dict[str, torch.Tensor]:
-        return {
-            "images": torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
-            "labels": torch.randint(0, 10, (n,), generator=g),
-        }
-
-    save_splits({"train": part(8), "val": part(8), "test": part(64)}, folder / "split")
+    split_files(folder / "split", train=8, val=8, test=64)
     torch.manual_seed(0)
     model = params.model.build()
     save_checkpoint(model, folder / "model.pt")
@@ -224,34 +215,11 @@ def test_the_export_stage_exports_a_conv_network_and_its_structured_network(tmp_
     assert structured["max_logit_diff"] <= export.LOGIT_TOLERANCE
 
 
-class Branching(nn.Module):
-    """A hidden layer feeding two heads whose logits add up: not a chain, which structured pruning needs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Linear(784, 16)
-        self.left = nn.Linear(16, 10)
-        self.right = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.stem(x))
-        return self.left(h) + self.right(h)
-
-
 @pytest.fixture
 def branching() -> Iterator[None]:
     """Branching registered as model.arch branching, as a user registers a network; removed afterwards."""
-    assert "branching" not in NETS
-
-    @register("branching")
-    class BranchingConfig(NetConfig):
-        def build(self) -> Branching:
-            return Branching()
-
-    try:
+    with registered("branching", Branching):
         yield
-    finally:
-        NETS.pop("branching", None)
 
 
 def test_the_export_stage_skips_the_structured_network_of_a_network_it_refuses(

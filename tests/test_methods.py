@@ -52,8 +52,9 @@ def trained_state():
     return {k: v.clone() for k, v in MLP(hidden_size=HIDDEN).state_dict().items()}
 
 
-def retrainer(data, epochs, batch_size=BATCH, lr=0.5, train=None):
-    opt = OptimiserConfig(
+def optimiser(epochs, lr=0.5, batch_size=BATCH):
+    """Plain SGD with momentum on the CPU, shuffled."""
+    return OptimiserConfig(
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
@@ -63,7 +64,10 @@ def retrainer(data, epochs, batch_size=BATCH, lr=0.5, train=None):
         shuffle=True,
         device="cpu",
     )
-    return Retrainer(train or data["train"], data["val"], opt, epochs)
+
+
+def retrainer(data, epochs, batch_size=BATCH, lr=0.5, train=None):
+    return Retrainer(train or data["train"], data["val"], optimiser(epochs, lr, batch_size), epochs)
 
 
 def expected_zeros(prune_fn, rate):
@@ -113,17 +117,7 @@ def test_retrainer_shuffles_with_a_seed_drawn_from_torch(data, trained_state):
 
 
 def test_retrainer_takes_its_epochs_not_those_of_the_optimiser_block(data, trained_state):
-    opt = OptimiserConfig(
-        epochs=5,
-        lr=0.5,
-        batch_size=BATCH,
-        momentum=0.9,
-        weight_decay=0.0,
-        schedule="constant",
-        shuffle=True,
-        device="cpu",
-    )
-    retrain = Retrainer(data["train"], data["val"], opt, 1)
+    retrain = Retrainer(data["train"], data["val"], optimiser(5), 1)
     assert retrain.iterations == 4
     steps = []
     retrain(fresh(trained_state), before_step=steps.append)
@@ -165,17 +159,8 @@ def test_one_shot_fine_tunes_the_masked_model(data, trained_state):
             seen.append((prune.is_pruned(model.fc1), int((model.fc1.weight == 0).sum())))
             super().__call__(model, before_step)
 
-    opt = OptimiserConfig(
-        epochs=3,
-        lr=1.0,
-        batch_size=BATCH,
-        momentum=0.9,
-        weight_decay=0.0,
-        schedule="constant",
-        shuffle=True,
-        device="cpu",
-    )
-    model = one_shot(magnitude_prune, Spy(data["train"], data["val"], opt, 3))(fresh(trained_state), 0.5)
+    retrain = Spy(data["train"], data["val"], optimiser(3, lr=1.0), 3)
+    model = one_shot(magnitude_prune, retrain)(fresh(trained_state), 0.5)
     assert seen == [(True, round(0.5 * SIZES["fc1"]))]
     make_permanent(model)
     assert int((model.fc1.weight == 0).sum()) == round(0.5 * SIZES["fc1"])
@@ -196,17 +181,7 @@ def test_one_shot_reshapes_after_pruning_and_retrains_the_reshaped_model(data, t
             events.append(("retrain", getattr(model, "tag", None)))
             super().__call__(model, before_step)
 
-    opt = OptimiserConfig(
-        epochs=1,
-        lr=0.5,
-        batch_size=BATCH,
-        momentum=0.9,
-        weight_decay=0.0,
-        schedule="constant",
-        shuffle=True,
-        device="cpu",
-    )
-    retrain = Spy(data["train"], data["val"], opt, epochs)
+    retrain = Spy(data["train"], data["val"], optimiser(1), epochs)
     returned = one_shot(magnitude_prune, retrain, reshape=reshape)(fresh(trained_state), 0.5)
     assert getattr(returned, "tag", None) == "reshaped"  # the method returns the reshaped model
     assert events == [("reshape", True), ("retrain", "reshaped")][: 1 + epochs]  # no retraining at 0 epochs
@@ -233,17 +208,7 @@ def test_gradual_prunes_along_the_schedule_within_the_ramp(data, trained_state, 
         amounts.append((iterations_seen[-1], amount))
         prune_fn(model, amount)
 
-    opt = OptimiserConfig(
-        epochs=epochs,
-        lr=0.5,
-        batch_size=BATCH,
-        momentum=0.9,
-        weight_decay=0.0,
-        schedule="constant",
-        shuffle=True,
-        device="cpu",
-    )
-    retrain = Spy(data["train"], data["val"], opt, epochs)
+    retrain = Spy(data["train"], data["val"], optimiser(epochs), epochs)
     torch.manual_seed(0)
     model = gradual(recording_prune, retrain, steps, ramp)(fresh(trained_state), 0.9)
     every = max(int(ramp * retrain.iterations / steps), 1)

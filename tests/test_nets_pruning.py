@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import random_split
+from conftest import random_split, split_files
 from torch.nn.utils import prune as torch_prune
 
 from nncompress import config
-from nncompress.data import save_splits
 from nncompress.macs import macs
 from nncompress.model import copier, save_checkpoint
 from nncompress.nets import NETS
@@ -157,15 +156,7 @@ def test_a_sweep_side_by_side_is_each_point_alone(data, trained, arch, name):
 def lenet5_stage(tmp_path_factory, data):
     """LeNet-5 trained by the train stage's function, and uint8 split files as the split stage writes them."""
     root = tmp_path_factory.mktemp("lenet5")
-    g = torch.Generator().manual_seed(5)
-
-    def split(n):
-        return {
-            "images": torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8),
-            "labels": torch.randint(0, 10, (n,), generator=g),
-        }
-
-    save_splits({"train": split(32), "val": split(16), "test": split(16)}, root / "split")
+    split_files(root / "split", train=32, val=16, test=16, seed=5)
     params = tiny_params({"arch": "lenet5"})
     model, log = train_model(params.model, params.train, data["train"], data["val"], device=torch.device("cpu"))
     assert [row["iteration"] for row in log] == [2]

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import Branching, registered
 
 from nncompress import config
 from nncompress.data import save_splits
 from nncompress.errors import ParamError
 from nncompress.model import MLP, save_checkpoint
-from nncompress.nets import NETS, NetConfig, register
 from nncompress.schema import parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -348,20 +348,6 @@ def test_param_errors_come_before_reading_inputs(results):
 # --- compress.method structured: checked before any work, in-process --------------------------
 
 
-class Branching(torch.nn.Module):
-    """A hidden layer feeding two heads whose logits add up: structured pruning needs a chain."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = torch.nn.Linear(784, 16)
-        self.left = torch.nn.Linear(16, 10)
-        self.right = torch.nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.stem(x))
-        return self.left(h) + self.right(h)
-
-
 @pytest.fixture(scope="module")
 def compress_stage():
     spec = importlib.util.spec_from_file_location("compress_stage", ROOT / "stages" / "compress.py")
@@ -388,17 +374,10 @@ def test_compress_structured_on_an_mlp_passes_the_check_and_leaves_the_rng(compr
 
 
 def test_compress_structured_on_a_network_it_cannot_handle_names_both_params(compress_stage):
-    @register("branching")
-    class BranchingConfig(NetConfig):
-        def build(self) -> Branching:
-            return Branching()
-
-    try:
+    with registered("branching", Branching):
         params = structured_params({"arch": "branching"})
         with pytest.raises(ParamError) as refused:
             compress_stage.check_structured(params, Path("params.yaml"))
-    finally:
-        NETS.pop("branching", None)
     assert str(refused.value) == (
         "params.yaml: compress.method structured does not work with model.arch branching: structured pruning "
         "handles chains of layers, but in the network of model.arch (Branching) layer stem feeds several (left, right)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from conftest import ROOT, random_split
+from conftest import ROOT, Branching, random_split
 from torch import nn
 from torch.nn.utils import prune
 
@@ -286,20 +286,6 @@ def test_lenet5_shrunk_at_extreme_rates_computes_what_the_masked_one_computes(ra
 
 
 # --- networks it cannot handle: a one-line ParamError before any work -----------------------------
-
-
-class Branching(nn.Module):
-    """One hidden layer feeding two heads whose logits add up: not a chain."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Linear(784, 16)
-        self.left = nn.Linear(16, 10)
-        self.right = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.stem(x))
-        return self.left(h) + self.right(h)
 
 
 REFUSED = {

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import split_files
 from sklearn import metrics
 from torch.nn.utils import prune
 
 from nncompress import config
-from nncompress.data import load_splits, save_splits
+from nncompress.data import load_splits
 from nncompress.model import MLP, save_checkpoint
 from nncompress.prune import Context
 from nncompress.prune.masks import count_weights, unstructured
@@ -490,15 +491,7 @@ def stage_params():
 def stage_files(tmp_path_factory, trained_state):
     """A trained checkpoint and uint8 split files, as the train and split stages leave them."""
     root = tmp_path_factory.mktemp("stage")
-    g = torch.Generator().manual_seed(5)
-
-    def split(n):
-        return {
-            "images": torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8),
-            "labels": torch.randint(0, 10, (n,), generator=g),
-        }
-
-    save_splits({"train": split(48), "val": split(20), "test": split(30)}, root / "split")
+    split_files(root / "split", train=48, val=20, test=30, seed=5)
     model = MLP(hidden_size=HIDDEN)
     model.load_state_dict(trained_state)
     save_checkpoint(model, root / "model.pt")
