@@ -252,6 +252,22 @@ def reproduced(dest: Path, overrides: dict[str, Any]) -> Path:
     return repo
 
 
+def small_reproduced(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A private copy of the repository `reproduced` with SMALL_PARAMS, which the whole test session
+    builds once: the xdist workers share it through their common temporary folder, under a file
+    lock (the first one to ask builds it, the others wait), so test modules on different workers
+    do not each run the pipeline."""
+    from filelock import FileLock  # torch's dependency
+
+    shared = tmp_path_factory.getbasetemp().parent / "small-reproduced"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "done").is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            reproduced(shared / "repo", SMALL_PARAMS)
+            (shared / "done").touch()
+    return Path(shutil.copytree(shared / "repo", tmp_path_factory.mktemp(name) / "repo", symlinks=True))
+
+
 def set_params(repo: Path, overrides: dict[str, Any]) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMALL_PARAMS, dvc, env, git, reproduced, reproducible_lock
+from conftest import SMALL_PARAMS, dvc, env, git, reproducible_lock, small_reproduced
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mnist_available")]
 
@@ -55,7 +55,7 @@ def chromium() -> Path:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pipeline reproduced once with small params (export included), results committed."""
-    return reproduced(tmp_path_factory.mktemp("export") / "repo", SMALL_PARAMS)
+    return small_reproduced(tmp_path_factory, "export")
 
 
 def nncompress(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
