@@ -13,8 +13,9 @@ export PATH := $(BIN):$(PATH)
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	# uv installs the same pins as pip would, about 4x faster (parallel downloads; torch's CUDA wheels are large)
+	$(BIN)/python -m pip install --quiet uv==0.13.9
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -15,4 +15,4 @@ plots            the pictures
 runner, fileio   what every stage script shares: one-line errors, atomic writes
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -129,6 +129,9 @@ class CompressConfig(Section):
     method: MethodName  # prunes as its prune@<method> sweep does, with its section
     sparsity: Sparsity
     bits: Bits
+    # The pruning method's retraining budget here, in place of finetune.epochs (null: finetune.epochs):
+    # a protocol may retrain its shipped model longer than its sweeps' many points.
+    finetune_epochs: Epochs | None
     centroid: OptimiserConfig  # fine-tuning of the shared values after k-means
     seed: Seed
     sweep_sparsities: list[Sparsity]

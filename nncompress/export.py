@@ -225,16 +225,15 @@ def structured_model(params: Params, checkpoint: Path, train: Split, val: Split)
     from nncompress import model as model_lib
     from nncompress.prune import Context
     from nncompress.prune.masks import make_permanent
-    from nncompress.prune.structured import Refused, check
+    from nncompress.prune.structured import Refused
     from nncompress.sweep import rate_seed
     from nncompress.training import resolve_device
 
     config = params.method(STRUCTURED)  # a missing section stays the ParamError it is
     device = resolve_device(params.finetune.device, "finetune.device")
-    method = config.build(Context(params, train, val, device))
-    network = model_lib.build_model(params.model)
     try:
-        check(network)
+        method = config.build(Context(params, train, val, device))  # checks the network first
+        network = model_lib.build_model(params.model)
         trained = model_lib.load_checkpoint(network, checkpoint)
         fresh = model_lib.copier(params.model, trained)
         rate = params.compress.sparsity

@@ -41,7 +41,7 @@ class _Unknown(ValueError):
         self.key, self.fields = key, fields
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a field may be `Epochs | None`
 class Check:
     """Field metadata: `ok(value)` must hold, else the value is refused as not `expected`.
     `schema` holds the same rule in JSON Schema terms, for editors."""

@@ -67,7 +67,9 @@ def main() -> None:
             f"{args.params}: model.arch {params.model.arch} cannot be written as a .nnc file: {exc}"
         ) from None
     train, val, test = load_splits(args.split_dir)
-    method = params.method(own.method).build(Context(params, train, val, device))
+    context = Context(params, train, val, device, own.finetune_epochs)
+    method_config = params.method(own.method)
+    method = method_config.build(context)
 
     fresh = model_lib.copier(params.model, dense)
 
@@ -119,6 +121,7 @@ def main() -> None:
             "layer_sparsity": shipped_sparsity,  # per prunable layer (global pruning spreads it unevenly)
             "macs": macs(restored),  # per image, nonzero weights only
             "bits": own.bits,
+            "finetune_epochs": method_config.budget(context),  # the method's retraining per sparsity
             "bits_per_weight": float(row["bits_per_weight"]),
         },
     )

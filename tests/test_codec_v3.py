@@ -234,6 +234,38 @@ def test_a_lenet5_at_high_sparsity_loses_no_output_with_its_left_out_biases():
         assert torch.equal(loaded(x), expected(x))
 
 
+def test_a_bias_the_output_needs_only_on_some_inputs_is_kept():
+    """A ReLU unit with no kept weight and a positive bias feeds a unit that random inputs leave off
+    but large pixels 0 and 1 turn on: its bias matters there, so it is stored (found on the open
+    network, not on inputs that happen to switch the later unit off)."""
+    net = MLPConfig(hidden=[4, 2], activation="relu", dropout=0.0)
+    model = net.build().eval()
+    with torch.no_grad():
+        for _, module in prunable(model):
+            module.weight.zero_()
+            module.bias.zero_()
+        model.fc1.bias[0] = 0.5  # unit 0: no kept weight, relu(0.5) != relu(0)
+        model.fc1.weight[1, [0, 1]] = 1.0  # unit 1: on only when pixels 0 and 1 add up to more than 100
+        model.fc1.bias[1] = -100.0
+        model.fc1.weight[2, 5] = 1.0
+        model.fc2.weight[0, [0, 1]] = 1.0  # fc2 unit 0: relu(0.5 + unit 1 - 1), off unless unit 1 is on
+        model.fc2.bias[0] = -1.0
+        model.fc2.weight[1, 2] = 1.0
+        model.fc3.weight[:, [0, 1]] = 1.0
+    layers = {
+        name: SharedLayer(kept, np.zeros(int(kept.sum()), np.uint8), np.array([1.0], np.float32))
+        for name, kept in ((name, module.weight.detach().numpy() != 0) for name, module in prunable(model))
+    }
+    data = codec.encode(model, layers, net)
+    _, state, _ = codec.decode(data)
+    assert state["fc1.bias"][0] == 0.5
+    x = torch.zeros(2, 784)
+    x[1, [0, 1]] = 60.0
+    with torch.no_grad():
+        assert torch.equal(codec.from_bytes(data)(x), model(x))
+        assert not torch.equal(model(x)[0], model(x)[1])  # the second input does reach the unit
+
+
 class Negated(nn.Module):
     """A forward that breaks the positive-network reasoning: fc2(relu(-fc1(x))), so at the positive
     point every hidden ReLU is off and every hidden bias looks unreachable."""

@@ -33,6 +33,7 @@ TINY = {
         "method": "gradual",
         "sparsity": 0.9,
         "bits": 3,
+        "finetune_epochs": 2,  # its own budget, not finetune.epochs
         "centroid": {"epochs": 1, "batch_size": 16, "device": "cpu"},
         "sweep_sparsities": [0.9],
         "sweep_bits": [3],
@@ -83,6 +84,7 @@ def test_compress_and_export_a_conv_network(tmp_path: Path) -> None:
     )
     assert set(metrics["layer_sparsity"]) == {"conv1", "conv2", "fc1", "fc2"}
     assert metrics["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert metrics["finetune_epochs"] == 2
 
     out = stage(
         tmp_path, "export", *common, "--nnc", "model.nnc", "--onnx", "model.onnx", "--structured", "structured.onnx"

@@ -52,7 +52,10 @@ def test_dvc_lock_agrees_with_the_code_params_and_results() -> None:
     for stage, changes in status.items():
         for change in changes:
             if isinstance(change, dict):
-                change = {kind: {p: w for p, w in items.items() if w not in MISSING} for kind, items in change.items()}
+                change = {
+                    kind: {p: w for p, w in items.items() if not (isinstance(w, str) and w in MISSING)}
+                    for kind, items in change.items()
+                }
                 change = {kind: items for kind, items in change.items() if items}
             if change:
                 stale.setdefault(stage, []).append(change)

@@ -232,17 +232,16 @@ def test_the_export_stage_skips_the_structured_network_of_a_network_it_refuses(
     shipped_inputs(params, tmp_path)
     (tmp_path / "structured.onnx").write_bytes(b"an earlier run's network")
     g = torch.Generator().manual_seed(0)
-    method = params.method("structured").build(Context(params, random_split(g, 8), random_split(g, 8)))
     with pytest.raises(ParamError, match="structured pruning handles chains of layers") as refused:
-        method(params.model.build(), 0.5)  # what the prune@structured stage would report
+        params.method("structured").build(Context(params, random_split(g, 8), random_split(g, 8)))
 
     metrics = run_export_stage(params, tmp_path)
     assert metrics["structured"] is None
     assert not (tmp_path / "structured.onnx").exists()
     assert capsys.readouterr().out == f"{tmp_path / 'structured.onnx'}: skipped, {refused.value}\n"
-    assert str(refused.value) == (
-        "structured pruning handles chains of layers, but in the network of model.arch (Branching) "
-        "layer stem feeds several (left, right)"
+    assert str(refused.value) == (  # what the prune@structured stage reports too, before any work
+        "params.yaml: model.arch branching: structured pruning handles chains of layers, but in the "
+        "Branching network layer stem feeds several (left, right)"
     )
     shipped = metrics["model"]
     assert shipped["parameters"] == 784 * 16 + 16 + 2 * (16 * 10 + 10)
@@ -256,5 +255,5 @@ def test_a_network_refused_before_any_work_is_skipped_before_the_checkpoint_is_r
     params = params_for({"arch": "branching"})
     g = torch.Generator().manual_seed(0)
     train, val = random_split(g, 8), random_split(g, 8)
-    with pytest.raises(export.Unsupported, match="^structured pruning handles chains of layers"):
+    with pytest.raises(export.Unsupported, match="^params.yaml: model.arch branching: structured pruning"):
         export.structured_model(params, tmp_path / "no such checkpoint.pt", train, val)

@@ -166,6 +166,7 @@ def test_reference_params_file_loads_to_the_reference_values():
         method="gradual",
         sparsity=0.96,
         bits=4,
+        finetune_epochs=None,
         centroid=config.OptimiserConfig(
             epochs=10,
             batch_size=32,
@@ -377,7 +378,7 @@ def test_unknown_key_names_it_and_lists_the_valid_keys():
             "compress",
             {**REFERENCE["compress"], "centroid_epochs": 10},
             "unknown key compress.centroid_epochs "
-            "(expected one of: method, sparsity, bits, centroid, seed, sweep_sparsities, sweep_bits)",
+            "(expected one of: method, sparsity, bits, finetune_epochs, centroid, seed, sweep_sparsities, sweep_bits)",
         ),
         (
             "sweep",

@@ -75,7 +75,14 @@ TINY = {
     "prune_random": {"seeds": [0]},
     "prune_gradual": {"steps": 2},
     "prune_lottery": {"epochs": 1, "rewind_iteration": 2},
-    "compress": {"sparsity": 0.9, "bits": 3, "centroid": {"epochs": 1}, "sweep_sparsities": [0.9], "sweep_bits": [3]},
+    "compress": {
+        "sparsity": 0.9,
+        "bits": 3,
+        "finetune_epochs": 1,
+        "centroid": {"epochs": 1},
+        "sweep_sparsities": [0.9],
+        "sweep_bits": [3],
+    },
 }
 
 

@@ -222,6 +222,17 @@ def test_context_retrainer_uses_the_shared_finetune_block(data):
     assert ctx.retrainer(0).epochs == 0  # 0 is a budget, not "use the default"
 
 
+def test_a_context_budget_replaces_finetune_epochs_for_the_shared_budget_only(data):
+    """compress.finetune_epochs: the methods on the shared budget retrain that long; a method with a
+    budget of its own (magnitude's finetune_epochs, lottery's rounds x epochs) keeps it."""
+    params = tiny_params()
+    ctx = Context(params, data["train"], data["val"], budget=7)
+    assert ctx.retrainer().epochs == 7 and ctx.retrainer(5).epochs == 5
+    assert Context(params, data["train"], data["val"], budget=0).retrainer().epochs == 0
+    for name in REGISTERED:  # finetune.epochs is 2 here: the methods with 2 retrain on the shared budget
+        assert params.method(name).budget(ctx) == (7 if BUDGETS[name] == 2 else BUDGETS[name]), name
+
+
 def test_method_config_defaults(data):
     class Bare(MethodConfig):
         pass

@@ -380,5 +380,5 @@ def test_compress_structured_on_a_network_it_cannot_handle_names_both_params(com
             compress_stage.check_structured(params, Path("params.yaml"))
     assert str(refused.value) == (
         "params.yaml: compress.method structured does not work with model.arch branching: structured pruning "
-        "handles chains of layers, but in the network of model.arch (Branching) layer stem feeds several (left, right)"
+        "handles chains of layers, but in the Branching network layer stem feeds several (left, right)"
     )

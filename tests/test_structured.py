@@ -291,13 +291,13 @@ def test_lenet5_shrunk_at_extreme_rates_computes_what_the_masked_one_computes(ra
 REFUSED = {
     "branching": (
         Branching,
-        "structured pruning handles chains of layers, but in the network of model.arch (Branching) "
+        "structured pruning handles chains of layers, but in the Branching network "
         "layer stem feeds several (left, right)",
     ),
     "no hidden units": (
         lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10)),
         "structured pruning needs hidden units (a Linear or Conv2d layer that feeds another), "
-        "and the network of model.arch (Sequential) has none",
+        "and the Sequential network has none",
     ),
 }
 

@@ -14,7 +14,7 @@ from torch import nn
 from nncompress.compress.layer_coding import matrix
 from nncompress.compress.network import layers_of
 from nncompress.compress.quantize import SharedLayer
-from nncompress.nets.registry import IN_FEATURES, NUM_CLASSES
+from nncompress.nets.registry import IN_FEATURES
 
 
 def unused_biases(
@@ -23,15 +23,18 @@ def unused_biases(
     """Per layer with biases, per unit whether the network's output does not depend on its bias (True:
     not stored, decoded as 0), for the network the file decodes to (`layers`' weights, `biases` float16).
 
-    Two kinds of unit, each found without assuming an order of layers or a kind of activation:
-    - no path to the output: its bias gets no gradient in the network with every kept weight and
-      bias made positive, on positive inputs (where ReLU, sigmoid, tanh and max-pooling pass every
-      gradient on, so a zero means no chain of kept weights);
-    - no kept weight, so its value is its bias whatever the input, and its bias gets no gradient in
-      the real network: its activation is flat there, as a ReLU's below 0, so 0 gives the same output.
-    The set is kept only if zeroing those biases leaves the network's outputs bit-identical on random
-    inputs (uniform, normal and 10 x normal); otherwise only one kind, otherwise none: a network whose
-    forward breaks this reasoning keeps every bias. So does one that cannot be copied or run in double.
+    Two kinds of unit, each found without assuming an order of layers or a kind of activation, in the
+    "open" network: every kept weight and bias made positive, on positive inputs, where ReLU, sigmoid,
+    tanh and max-pooling pass every change on, so the output moves with every unit that reaches it:
+    - no path to the output: its bias gets no gradient in the open network (no chain of kept weights);
+    - no kept weight, so its value is its activation at its bias whatever the input, and that value is
+      its activation at 0 (a ReLU's below 0): with these units' real biases in the open network, its
+      bias gets no gradient there, and zeroing them all leaves the outputs bit-identical. Whether the
+      real network's later units happen to be off never enters: they are all on in the open one.
+    The set is kept only if zeroing those biases also leaves the real network's outputs bit-identical
+    on random inputs (uniform, normal and 10 x normal); otherwise only one kind, otherwise none: a
+    network whose forward breaks this reasoning keeps every bias. So does one that cannot be copied or
+    run in double.
     """
     if not biases:
         return {}
@@ -58,11 +61,7 @@ def _find_unused(
             10 * torch.randn(16, IN_FEATURES, generator=generator),
         ]
     )
-    weighting = torch.randn(len(inputs), NUM_CLASSES, generator=generator)
-    flat = {
-        name: (~matrix(layers[name].mask).any(axis=1)) & (gradient == 0)
-        for name, gradient in _bias_gradients(real, inputs, weighting).items()
-    }
+    kept_rows = {name: matrix(layers[name].mask).any(axis=1) for name, _ in layers_of(real)}
     positive = copy.deepcopy(real).double()
     with torch.no_grad():
         for name, module in layers_of(positive):
@@ -72,15 +71,26 @@ def _find_unused(
             if module.bias is not None:
                 module.bias.fill_(1.0)
     positive_inputs = 0.5 + 0.5 * torch.rand(16, IN_FEATURES, generator=generator, dtype=torch.float64)
-    cut = {name: gradient == 0 for name, gradient in _bias_gradients(positive, positive_inputs, None).items()}
+    cut = {name: gradient == 0 for name, gradient in _bias_gradients(positive, positive_inputs).items()}
+    # The units without kept weights take their real biases in the open network; the others stay open.
+    empty = {name: ~kept_rows[name] & ~cut[name] for name in cut}
+    with torch.no_grad():
+        for name, module in layers_of(positive):
+            if name in empty:
+                real_bias = torch.from_numpy(biases[name].astype(np.float64))
+                module.bias[torch.from_numpy(empty[name])] = real_bias[torch.from_numpy(empty[name])]
+    gradients = _bias_gradients(positive, positive_inputs)
+    flat = {name: empty[name] & (gradients[name] == 0) for name in empty}
+    if not _same_outputs(positive, flat, positive_inputs):
+        flat = {name: np.zeros_like(units) for name, units in flat.items()}
     for unused in ({name: flat[name] | cut[name] for name in flat}, cut, flat):
         if any(units.any() for units in unused.values()) and _same_outputs(real, unused, inputs):
             return unused
     return {}
 
 
-def _bias_gradients(model: nn.Module, inputs: torch.Tensor, weighting: torch.Tensor | None) -> dict[str, np.ndarray]:
-    """Per layer with biases, the gradient of the (weighted) sum of the outputs with respect to them."""
+def _bias_gradients(model: nn.Module, inputs: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per layer with biases, the gradient of the sum of the outputs with respect to them."""
     with_bias = [(name, module) for name, module in layers_of(model) if module.bias is not None]
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -88,8 +98,7 @@ def _bias_gradients(model: nn.Module, inputs: torch.Tensor, weighting: torch.Ten
         module.bias.requires_grad_(True)
     with torch.enable_grad():
         outputs = model(inputs)
-        total = (outputs * weighting.to(outputs.dtype)).sum() if weighting is not None else outputs.sum()
-        gradients = torch.autograd.grad(total, [m.bias for _, m in with_bias], allow_unused=True)
+        gradients = torch.autograd.grad(outputs.sum(), [m.bias for _, m in with_bias], allow_unused=True)
     return {
         name: np.zeros(module.bias.shape) if g is None else g.detach().numpy().astype(np.float64)
         for (name, module), g in zip(with_bias, gradients, strict=True)

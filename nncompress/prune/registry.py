@@ -32,11 +32,15 @@ class Context:
     train: Split
     val: Split
     device: torch.device = torch.device("cpu")
+    budget: int | None = None  # the shared budget's epochs here, if not finetune.epochs (compress.finetune_epochs)
 
     def retrainer(self, epochs: int | None = None) -> Retrainer:
-        """The shared `finetune` optimiser, for `epochs` (default: the shared budget finetune.epochs)."""
+        """The shared `finetune` optimiser, for `epochs` (default: the shared budget, finetune.epochs
+        unless this context sets its own)."""
         opt = self.params.finetune
-        return Retrainer(self.train, self.val, opt, opt.epochs if epochs is None else epochs, self.device)
+        if epochs is None:
+            epochs = opt.epochs if self.budget is None else self.budget
+        return Retrainer(self.train, self.val, opt, epochs, self.device)
 
 
 class MethodConfig(Section):
@@ -50,7 +54,7 @@ class MethodConfig(Section):
 
     def budget(self, ctx: Context) -> int:
         """Retraining epochs spent per rate (reported as finetune_epochs)."""
-        return ctx.params.finetune.epochs
+        return ctx.params.finetune.epochs if ctx.budget is None else ctx.budget
 
     def sweep_seeds(self) -> list[int]:
         """The seeds the sweep repeats each rate over (mean and spread reported)."""

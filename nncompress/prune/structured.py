@@ -69,7 +69,7 @@ def hidden_units(model: nn.Module) -> list[Units]:
 
 
 def _network(model: nn.Module) -> str:
-    return f"the network of model.arch ({type(model).__name__})"
+    return f"the {type(model).__name__} network"
 
 
 def _chain(model: nn.Module) -> list[Units]:
@@ -193,7 +193,7 @@ def _contribution(units: Units, drop: torch.Tensor, received: torch.Tensor) -> t
     out = F.conv2d(only, consumer.weight, None, consumer.stride, consumer.padding, consumer.dilation, consumer.groups)
     if not torch.allclose(out, out[:, :, :1, :1].expand_as(out), rtol=0, atol=1e-6 * (1 + out.abs().max())):
         raise Refused(  # known only once the units to remove are: a zero constant folds into any bias
-            "structured pruning cannot fold the filters it removes from the network of model.arch into "
+            "structured pruning cannot fold the filters it removes into "
             f"the bias of the padded Conv2d they feed (padding {consumer.padding}): near the border, "
             "their constant output adds a varying amount"
         )
