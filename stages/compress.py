@@ -69,6 +69,11 @@ def main() -> None:
     train, val, test = load_splits(args.split_dir)
     context = Context(params, train, val, device, own.finetune_epochs)
     method_config = params.method(own.method)
+    if own.finetune_epochs is not None and method_config.budget(context) != own.finetune_epochs:
+        raise ParamError(
+            f"{args.params}: compress.finetune_epochs replaces finetune.epochs, which compress.method "
+            f"{own.method} does not use (its budget is its own section's): set it to null"
+        )
     method = method_config.build(context)
 
     fresh = model_lib.copier(params.model, dense)

@@ -266,6 +266,58 @@ def test_a_bias_the_output_needs_only_on_some_inputs_is_kept():
         assert not torch.equal(model(x)[0], model(x)[1])  # the second input does reach the unit
 
 
+class LinearInTheMiddle(nn.Module):
+    """fc3(relu(fc2(fc1(x)))): fc1's units have no activation, so a unit of it with no kept weight
+    passes its bias on whatever its sign."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(784, 12)
+        self.fc2 = nn.Linear(12, 2)
+        self.fc3 = nn.Linear(2, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(torch.relu(self.fc2(self.fc1(x))))
+
+
+def shared_as_is(model: nn.Module) -> dict[str, SharedLayer]:
+    """Each prunable layer's nonzero weights as they are, its distinct values its shared values."""
+    layers = {}
+    for name, module in prunable(model):
+        weight = module.weight.detach().numpy()
+        kept = weight != 0
+        centroids = np.unique(weight[kept]).astype(np.float32)
+        layers[name] = SharedLayer(kept, np.searchsorted(centroids, weight[kept]).astype(np.uint8), centroids)
+    return layers
+
+
+def test_a_bias_that_a_unit_without_activation_passes_on_is_kept():
+    """fc1 unit 0 (no kept weight, bias -10, no activation) can switch fc2's ReLU off in any network
+    made positive, and unit 1 (bias +0.5) feeds only that ReLU, on only when pixel 2 is large: both
+    biases matter, so both are stored, and the decoded network computes what the encoder's does."""
+    with registered("linear_in_the_middle", LinearInTheMiddle) as net_cls:
+        net = net_cls()
+        model = net.build().eval()
+        with torch.no_grad():
+            for _, module in prunable(model):
+                module.weight.zero_()
+                module.bias.zero_()
+            model.fc1.bias[0], model.fc1.bias[1] = -10.0, 0.5
+            for unit in range(2, 12):
+                model.fc1.weight[unit, unit] = 1.0  # units 2..11 read pixels 2..11
+            model.fc2.weight[0, [0, 1, 2]] = torch.tensor([0.01, 1.0, 1.0])
+            model.fc2.bias[0] = -100.0
+            model.fc2.weight[1, [0, *range(2, 12)]] = 1.0
+            model.fc3.weight.fill_(1.0)
+        data = codec.encode(model, shared_as_is(model), net)
+        _, state, _ = codec.decode(data)
+        assert state["fc1.bias"][0] == -10.0 and state["fc1.bias"][1] == 0.5
+        x = torch.zeros(2, 784)
+        x[1, 2] = 200.0
+        with torch.no_grad():
+            assert torch.equal(codec.from_bytes(data)(x), model(x))
+
+
 class Negated(nn.Module):
     """A forward that breaks the positive-network reasoning: fc2(relu(-fc1(x))), so at the positive
     point every hidden ReLU is off and every hidden bias looks unreachable."""

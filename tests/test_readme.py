@@ -21,6 +21,11 @@ def fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
+def pct(rate: float) -> str:
+    """A sparsity as the README writes it: 98%, or 99.3% when a whole percent would round it."""
+    return f"{rate:.0%}" if round(rate, 2) == round(rate, 6) else f"{rate:.1%}"
+
+
 def metrics(name: str) -> dict:
     return json.loads((ROOT / f"metrics/{name}.json").read_text())
 
@@ -201,7 +206,7 @@ def test_quotes_each_protocols_committed_results(name: str) -> None:
     gradual = protocol_metrics(name, "prune/gradual")
     row = (
         f"| `{name}` | {fmt(train['test_accuracy'])} | {fmt(gradual['acc_95'])} / {fmt(gradual['acc_98'])} / "
-        f"{fmt(gradual['acc_99'])} | {compress['sparsity']:.0%}, {compress['bits']} bits: "
+        f"{fmt(gradual['acc_99'])} | {pct(compress['sparsity'])}, {compress['bits']} bits: "
         f"{compress['compressed_bytes']:,} B | {paper_ratio(name, compress['compressed_bytes']):.1f}x "
         f"({compress['state_dict_ratio']:.1f}x) | {fmt(compress['test_accuracy'])} |"
     )
@@ -217,7 +222,7 @@ def test_quotes_each_protocols_best_ratio_at_the_records_accuracy(name: str) -> 
         if len(above):
             best = above.loc[above["bytes"].idxmin()]
             cell = (
-                f"{paper_ratio(name, best['bytes']):.1f}x ({best['sparsity']:.0%}, {int(best['bits'])} bits, "
+                f"{paper_ratio(name, best['bytes']):.1f}x ({pct(best['sparsity'])}, {int(best['bits'])} bits, "
                 f"{int(best['bytes']):,} B) at {fmt(best['test_accuracy'])}"
             )
         else:

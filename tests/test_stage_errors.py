@@ -216,6 +216,15 @@ CASES = {
         ),
         lambda params: params.update(model={"arch": "lenet5"}, compress={**params["compress"], "method": "structured"}),
     ),
+    "compress_finetune_epochs_that_the_method_ignores": Case(
+        "compress",
+        (
+            "params.yaml: compress.finetune_epochs replaces finetune.epochs, which compress.method magnitude "
+            "does not use (its budget is its own section's): set it to null",
+        ),
+        lambda params: params["compress"].update(method="magnitude", finetune_epochs=5),
+        prepare=valid_model_and_splits,
+    ),
     "compress_checkpoint_mismatch": Case(
         "compress",
         ("in/model.pt: fc1.weight has shape [8, 784], the model in params.yaml expects [256, 784]",),

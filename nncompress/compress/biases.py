@@ -16,6 +16,8 @@ from nncompress.compress.network import layers_of
 from nncompress.compress.quantize import SharedLayer
 from nncompress.nets.registry import IN_FEATURES
 
+_ONE_BY_ONE = 2048  # units without kept weights tried one at a time, at most (one forward pass each)
+
 
 def unused_biases(
     model: nn.Module, layers: dict[str, SharedLayer], biases: dict[str, np.ndarray]
@@ -23,18 +25,18 @@ def unused_biases(
     """Per layer with biases, per unit whether the network's output does not depend on its bias (True:
     not stored, decoded as 0), for the network the file decodes to (`layers`' weights, `biases` float16).
 
-    Two kinds of unit, each found without assuming an order of layers or a kind of activation, in the
-    "open" network: every kept weight and bias made positive, on positive inputs, where ReLU, sigmoid,
-    tanh and max-pooling pass every change on, so the output moves with every unit that reaches it:
-    - no path to the output: its bias gets no gradient in the open network (no chain of kept weights);
-    - no kept weight, so its value is its activation at its bias whatever the input, and that value is
-      its activation at 0 (a ReLU's below 0): with these units' real biases in the open network, its
-      bias gets no gradient there, and zeroing them all leaves the outputs bit-identical. Whether the
-      real network's later units happen to be off never enters: they are all on in the open one.
-    The set is kept only if zeroing those biases also leaves the real network's outputs bit-identical
-    on random inputs (uniform, normal and 10 x normal); otherwise only one kind, otherwise none: a
-    network whose forward breaks this reasoning keeps every bias. So does one that cannot be copied or
-    run in double.
+    Two kinds of unit, each found without assuming an order of layers or a kind of activation:
+    - no path to the output: its bias gets no gradient in the "open" network (every kept weight and
+      bias made positive, on positive inputs, where ReLU, sigmoid, tanh, max-pooling and layers with
+      no activation pass every gradient on, so a zero means no chain of kept weights);
+    - no kept weight, so its value is its activation at its bias whatever the input, and that value
+      is its activation at 0 (a ReLU's below 0): zeroing its bias leaves every layer's input and the
+      output bit-identical. Compared at every layer's input, not only at the output, so a unit whose
+      later units happen to be off for the inputs tried still keeps its bias; tried on all such
+      units at once, else one by one (at most _ONE_BY_ONE of them).
+    The set is kept only if zeroing those biases leaves the network's outputs bit-identical on random
+    inputs (uniform, normal and 10 x normal); otherwise only one kind, otherwise none: a network whose
+    forward breaks this reasoning keeps every bias. So does one that cannot be copied or run in double.
     """
     if not biases:
         return {}
@@ -72,17 +74,15 @@ def _find_unused(
                 module.bias.fill_(1.0)
     positive_inputs = 0.5 + 0.5 * torch.rand(16, IN_FEATURES, generator=generator, dtype=torch.float64)
     cut = {name: gradient == 0 for name, gradient in _bias_gradients(positive, positive_inputs).items()}
-    # The units without kept weights take their real biases in the open network; the others stay open.
-    empty = {name: ~kept_rows[name] & ~cut[name] for name in cut}
-    with torch.no_grad():
-        for name, module in layers_of(positive):
-            if name in empty:
-                real_bias = torch.from_numpy(biases[name].astype(np.float64))
-                module.bias[torch.from_numpy(empty[name])] = real_bias[torch.from_numpy(empty[name])]
-    gradients = _bias_gradients(positive, positive_inputs)
-    flat = {name: empty[name] & (gradients[name] == 0) for name in empty}
-    if not _same_outputs(positive, flat, positive_inputs):
-        flat = {name: np.zeros_like(units) for name, units in flat.items()}
+    empty = {name: ~kept_rows[name] & ~cut[name] for name in cut}  # no kept weight, a path to the output
+    flat = {name: np.zeros_like(units) for name, units in empty.items()}
+    base = _traces(real, inputs)
+    if _traces(real, inputs, empty) == base:
+        flat = empty
+    elif sum(int(units.sum()) for units in empty.values()) <= _ONE_BY_ONE:
+        for name, units in empty.items():
+            for unit in np.flatnonzero(units):
+                flat[name][unit] = _traces(real, inputs, {name: np.arange(len(units)) == unit}) == base
     for unused in ({name: flat[name] | cut[name] for name in flat}, cut, flat):
         if any(units.any() for units in unused.values()) and _same_outputs(real, unused, inputs):
             return unused
@@ -103,6 +103,29 @@ def _bias_gradients(model: nn.Module, inputs: torch.Tensor) -> dict[str, np.ndar
         name: np.zeros(module.bias.shape) if g is None else g.detach().numpy().astype(np.float64)
         for (name, module), g in zip(with_bias, gradients, strict=True)
     }
+
+
+def _traces(model: nn.Module, inputs: torch.Tensor, zeroed: dict[str, np.ndarray] | None = None) -> list[bytes]:
+    """Every prunable layer's input and the outputs of `model` on `inputs`, as bytes, with the
+    `zeroed` biases set to 0 for the run (restored after)."""
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone())) for _, m in layers_of(model)]
+    saved = {}
+    try:
+        with torch.no_grad():
+            for name, module in layers_of(model):
+                if zeroed and name in zeroed:
+                    saved[name] = module.bias.detach().clone()
+                    module.bias[torch.from_numpy(zeroed[name])] = 0.0
+            seen.append(model(inputs))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        with torch.no_grad():
+            for name, module in layers_of(model):
+                if name in saved:
+                    module.bias.copy_(saved[name])
+    return [t.numpy().tobytes() for t in seen]
 
 
 def _same_outputs(model: nn.Module, unused: dict[str, np.ndarray], inputs: torch.Tensor) -> bool:
