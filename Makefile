@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	# uv installs the same pins as pip would, about 4x faster (parallel downloads; torch's CUDA wheels
 	# are large); it reads none of pip's settings, so where it cannot, pip does.
 	( $(BIN)/python -m pip install --quiet uv==0.13.9 && \
-	  $(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt ) || \
+	  $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt ) || \
 	  $(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
@@ -30,10 +30,10 @@ lint: setup
 	ruff format --check .
 
 test: lint  # on every core; a module's tests stay together (they share its fixtures)
-	python -m pytest -n auto --dist loadfile --no-loadscope-reorder
+	python -m pytest -n auto --dist loadfile
 
 test-full: lint  # the same, and the whole default pipeline rerun from scratch against the committed metrics
-	NNCOMPRESS_FULL=1 python -m pytest -n auto --dist loadfile --no-loadscope-reorder
+	NNCOMPRESS_FULL=1 python -m pytest -n auto --dist loadfile
 
 bench: setup  # pipeline wall time per stage, fine-tuning GFLOP/s, DVC vs a plain script (needs MNIST_MIRROR)
 	python benchmarks/repro_time.py

@@ -43,22 +43,6 @@ SMALL_PARAMS: dict[str, Any] = {
 }
 
 
-# The longest files first: xdist (--dist loadfile) hands each worker whole files in collection
-# order, so the committed protocols at tiny size (minutes on one worker) and the shared small
-# pipeline start at once, and no worker is left running a long file alone at the end.
-FIRST = ("test_protocols.py", "test_e2e.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    end_to_end = {item.path for item in items if item.get_closest_marker("e2e")}
-
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return FIRST.index(name) if name in FIRST else len(FIRST) + (item.path not in end_to_end)
-
-    items.sort(key=rank)  # stable: each file's tests keep their order and stay together
-
-
 def _metric_files() -> tuple[str, ...]:
     from nncompress.prune import METHODS
 
