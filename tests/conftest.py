@@ -43,6 +43,15 @@ SMALL_PARAMS: dict[str, Any] = {
 }
 
 
+def plain_sgd(epochs: int, lr: float, batch_size: int, **changes: Any) -> Any:
+    """An optimiser block of plain SGD as the reference trains: momentum 0.9, no weight decay, a
+    constant rate, shuffled, on the CPU (`changes` override any key)."""
+    from nncompress.config import OptimiserConfig
+
+    keys = {"momentum": 0.9, "weight_decay": 0.0, "schedule": "constant", "shuffle": True, "device": "cpu"}
+    return OptimiserConfig(epochs=epochs, lr=lr, batch_size=batch_size, **{**keys, **changes})
+
+
 def _metric_files() -> tuple[str, ...]:
     from nncompress.prune import METHODS
 

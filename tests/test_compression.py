@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import fresh, random_split
+from conftest import fresh, plain_sgd, random_split
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
@@ -14,7 +14,6 @@ from nncompress.compress import codec
 from nncompress.compress import grid as compression  # `grid` is the name of a fixture below
 from nncompress.compress.grid import COLUMNS, compress_grid, decoded, setting_seed, share_and_finetune, state_dict_bytes
 from nncompress.compress.quantize import kmeans_share
-from nncompress.config import OptimiserConfig
 from nncompress.fileio import save_torch
 from nncompress.macs import macs
 from nncompress.model import MLP
@@ -49,16 +48,7 @@ def trained_state():
 
 
 def retrainer(data, epochs=1):
-    opt = OptimiserConfig(
-        epochs=epochs,
-        lr=0.5,
-        batch_size=16,
-        momentum=0.9,
-        weight_decay=0.0,
-        schedule="constant",
-        shuffle=True,
-        device="cpu",
-    )
+    opt = plain_sgd(epochs, lr=0.5, batch_size=16)
     return Retrainer(data["train"], data["val"], opt, epochs)
 
 

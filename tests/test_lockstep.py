@@ -9,11 +9,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import fresh, random_split
+from conftest import fresh, plain_sgd, random_split
 
 from nncompress import lockstep
 from nncompress.batched import Lane
-from nncompress.config import OptimiserConfig
 from nncompress.model import MLP
 from nncompress.prune.masks import make_permanent, unstructured
 from nncompress.prune.retrain import Retrainer
@@ -44,9 +43,7 @@ class Counting(Retrainer):
 
 
 def test_jobs_get_their_results_alone_with_retraining_batched(data, state):
-    opt = OptimiserConfig(
-        epochs=1, lr=0.3, batch_size=16, momentum=0.9, weight_decay=0.0, schedule="constant", shuffle=True, device="cpu"
-    )
+    opt = plain_sgd(1, lr=0.3, batch_size=16)
     retrain = Counting(data["train"], data["val"], opt, 2)
     retrain.calls = []
 

@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
-from conftest import fresh, random_split
+from conftest import fresh, plain_sgd, random_split
 from torch import nn
 from torch.nn.utils import prune
 
-from nncompress.config import OptimiserConfig
 from nncompress.errors import ParamError
 from nncompress.model import MLP
 from nncompress.prune.masks import make_permanent, prunable, unstructured
@@ -54,16 +53,7 @@ def trained_state():
 
 def optimiser(epochs, lr=0.5, batch_size=BATCH):
     """Plain SGD with momentum on the CPU, shuffled."""
-    return OptimiserConfig(
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        momentum=0.9,
-        weight_decay=0.0,
-        schedule="constant",
-        shuffle=True,
-        device="cpu",
-    )
+    return plain_sgd(epochs, lr=lr, batch_size=batch_size)
 
 
 def retrainer(data, epochs, batch_size=BATCH, lr=0.5, train=None):

@@ -7,10 +7,10 @@ import os
 import pandas as pd
 import pytest
 import torch
+from conftest import plain_sgd
 
 from nncompress import parallel, training
 from nncompress.compress.grid import compress_grid, state_dict_bytes
-from nncompress.config import OptimiserConfig
 from nncompress.model import MLP
 from nncompress.prune.masks import unstructured
 from nncompress.prune.retrain import Retrainer
@@ -18,9 +18,7 @@ from nncompress.prune.schedule import gradual, one_shot
 from nncompress.sweep import run_sweep
 
 HIDDEN = 8
-OPT = OptimiserConfig(
-    epochs=1, batch_size=16, lr=0.05, momentum=0.9, weight_decay=0.0, schedule="constant", shuffle=True, device="cpu"
-)
+OPT = plain_sgd(1, lr=0.05, batch_size=16)
 
 
 def noisy(item: int) -> tuple[int, float, int]:
