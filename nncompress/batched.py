@@ -230,6 +230,13 @@ def _sgd_step(
         for k in range(len(param)):
             g = grad[k]
             mask = stack.masks[k][name] if name else None
+            if mask is not None and buf is not None and not first and weight_decay == 0:
+                # buf * momentum + g * mask in two passes instead of three (g * mask is exact)
+                buf[k].mul_(momentum).addcmul_(g, mask)
+                param[k].add_(buf[k], alpha=-lr)
+                if stack.remasked[k]:
+                    param[k].mul_(mask)
+                continue
             if mask is not None:
                 g.mul_(mask)
             if weight_decay != 0:  # a masked weight is zero here, so its decay is zero too
@@ -238,7 +245,7 @@ def _sgd_step(
                 if first:
                     buf[k].copy_(g)
                 else:
-                    buf[k].mul_(momentum).add_(g)
+                    buf[k].mul_(momentum).addcmul_(g, mask)
                 g = buf[k]
             param[k].add_(g, alpha=-lr)
             if mask is not None and stack.remasked[k]:

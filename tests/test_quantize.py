@@ -136,6 +136,22 @@ def test_shared_weight_parametrization_computes_dense():
     assert torch.equal(computed, torch.from_numpy(layer.dense()))
 
 
+@pytest.mark.parametrize("shape", [(24, 40), (6, 3, 5, 5)])
+def test_shared_weight_is_masked_scatter_bit_for_bit_forward_and_backward(shape):
+    """The parametrization scatters to precomputed positions; the committed centroid fine-tuning
+    was run with zeros.masked_scatter(mask, centroids[codes]): same weights, same centroid gradients."""
+    layer = kmeans_share(sparse_weight(shape, sparsity=0.8, seed=4), 4)
+    shared = SharedWeight(layer)
+    upstream = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    weight = shared(torch.zeros(1))
+    (grad,) = torch.autograd.grad(weight, shared.centroids, upstream)
+    centroids = shared.centroids.detach().clone().requires_grad_(True)
+    reference = torch.zeros(shape).masked_scatter(shared.mask, centroids[shared.codes])
+    (reference_grad,) = torch.autograd.grad(reference, centroids, upstream)
+    assert torch.equal(weight, reference)
+    assert torch.equal(grad, reference_grad)
+
+
 # --- share_weights / unshare_weights ------------------------------------------------------------
 
 
