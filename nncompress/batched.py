@@ -245,7 +245,7 @@ def _sgd_step(
                 if first:
                     buf[k].copy_(g)
                 else:
-                    buf[k].mul_(momentum).addcmul_(g, mask)
+                    buf[k].mul_(momentum).add_(g)
                 g = buf[k]
             param[k].add_(g, alpha=-lr)
             if mask is not None and stack.remasked[k]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_split
+from conftest import plain_sgd, random_split
 
 from nncompress.batched import Lane, batchable, fit_many
 from nncompress.model import MLP
 from nncompress.nets import NETS
 from nncompress.prune.masks import make_permanent, unstructured
+from nncompress.prune.retrain import Retrainer
 from nncompress.prune.schedule import GradualPruner
 from nncompress.training import fit
 
@@ -159,6 +160,27 @@ def test_one_lane_is_fit():
     lane = Lane(network(0, 24, 0.6), torch.Generator().manual_seed(11), 11)
     fit_many([lane], *data, **opt)
     assert_same(weights(lane.model), weights(model))
+
+
+def test_a_retrainer_trains_one_model_as_fit_does_and_leaves_the_rng_as_fit_does():
+    """Outside a lockstep run, Retrainer trains a lone MLP as a batch of one (less overhead per
+    step): the weights, and torch's RNG afterwards, are fit's."""
+    data = random_split(torch.Generator().manual_seed(6), 48)
+    opt = plain_sgd(2, lr=0.1, batch_size=16)
+    models, rngs = [], []
+    for batched_path in (False, True):
+        model = network(0, 24, 0.3)
+        hook = GradualPruner(model, magnitude, 0.8, 2, 3)
+        torch.manual_seed(12)
+        retrain = Retrainer(data, data, opt, opt.epochs)
+        if batched_path:
+            retrain(model, before_step=hook)
+        else:
+            retrain._fit(model, 12, hook)
+        models.append(weights(model))
+        rngs.append(torch.get_rng_state())
+    assert_same(models[1], models[0])
+    assert torch.equal(rngs[1], rngs[0])
 
 
 def test_batchable_needs_one_shape():
