@@ -30,10 +30,10 @@ lint: setup
 	ruff format --check .
 
 test: lint  # on every core; a module's tests stay together (they share its fixtures)
-	python -m pytest -n auto --dist loadfile
+	python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 test-full: lint  # the same, and the whole default pipeline rerun from scratch against the committed metrics
-	NNCOMPRESS_FULL=1 python -m pytest -n auto --dist loadfile
+	NNCOMPRESS_FULL=1 python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 bench: setup  # pipeline wall time per stage, fine-tuning GFLOP/s, DVC vs a plain script (needs MNIST_MIRROR)
 	python benchmarks/repro_time.py

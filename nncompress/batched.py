@@ -125,12 +125,10 @@ class _Gathered:
     step stacks what every model's layers compute (after the hooks, so it sees what they change),
     and each model's own SGD optimiser updates its own parameters, exactly as in `fit`."""
 
-    def __init__(self, models: list[nn.Module], lr: float, momentum: float, weight_decay: float):
+    def __init__(self, models: list[nn.Module], momentum: float, weight_decay: float):
         self.models = models
         self.names: tuple[str, ...] = models[0].layer_names
-        self.optimizers = [
-            torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay) for m in models
-        ]
+        self.optimizers = [training.SGD(m.parameters(), momentum, weight_decay) for m in models]
         self.weight: dict[str, torch.Tensor] = {}
         self.bias: dict[str, torch.Tensor] = {}
 
@@ -142,11 +140,10 @@ class _Gathered:
 
     def step(self, loss: torch.Tensor, lr: float) -> None:
         for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
         loss.backward()
         for optimizer in self.optimizers:
-            optimizer.param_groups[0]["lr"] = lr
-            optimizer.step()
+            optimizer.step(lr)
 
 
 def _forward_weight(layer: nn.Module) -> torch.Tensor:
@@ -276,7 +273,7 @@ def fit_many(
     orders = [torch.Generator().manual_seed(lane.seed) for lane in lanes]
     hooked = [k for k, lane in enumerate(lanes) if lane.before_step is not None]
     if not _plain(models):
-        gathered = _Gathered(models, lr, momentum, weight_decay)
+        gathered = _Gathered(models, momentum, weight_decay)
         stack = None
     else:
         stack = _Stack(models)

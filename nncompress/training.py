@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,40 @@ def resolve_device(name: str, key: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ParamError(f"params.yaml: {key} is cuda, but PyTorch sees no CUDA GPU (use auto or cpu)")
     return torch.device(name)
+
+
+class SGD:
+    """torch.optim.SGD (no dampening or Nesterov) as its default path runs on the CPU, one tensor
+    after another, bit for bit. Without torch.optim: building or stepping one of its optimisers
+    imports torch._dynamo, which takes about as long as importing torch, in every stage and worker
+    process that trains. On a GPU torch.optim would take its multi-tensor path (its floats may differ)."""
+
+    def __init__(self, params: Iterable[nn.Parameter], momentum: float, weight_decay: float = 0.0):
+        self.params = list(params)
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        """Update every parameter that has a gradient (others are skipped, as torch.optim does)."""
+        for i, param in enumerate(self.params):
+            grad = param.grad
+            if grad is None:
+                continue
+            if self.weight_decay != 0:
+                grad = grad.add(param, alpha=self.weight_decay)
+            if self.momentum != 0:
+                buf = self.buffers[i]
+                if buf is None:
+                    buf = self.buffers[i] = grad.detach().clone()
+                else:
+                    buf.mul_(self.momentum).add_(grad)
+                grad = buf
+            param.add_(grad, alpha=-lr)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -140,7 +174,7 @@ def fit(
     n_batches = math.ceil(len(images) / batch_size)
     full = epochs * n_batches
     total = full if iterations is None else min(iterations, full)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer = SGD(model.parameters(), momentum, weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
     log: list[dict[str, float]] = []
@@ -168,11 +202,10 @@ def fit(
                         idx = order[idx]
                     if before_step is not None:
                         before_step(iteration)
-                    optimizer.zero_grad(set_to_none=True)
+                    optimizer.zero_grad()
                     loss = loss_fn(model(images[idx]), labels[idx])
                     loss.backward()
-                    optimizer.param_groups[0]["lr"] = step_lr(lr, schedule, iteration, full)
-                    optimizer.step()
+                    optimizer.step(step_lr(lr, schedule, iteration, full))
                     iteration += 1
                     if curve is not None:  # the loss is read (a sync on a GPU) only for the curve
                         loss_sum += loss.item()

@@ -43,6 +43,24 @@ SMALL_PARAMS: dict[str, Any] = {
 }
 
 
+# xdist (--dist loadfile --no-loadscope-reorder) hands each worker whole files in collection order.
+# The two longest files go first, one to each worker (the tests that change and rerun the small
+# pipeline, which build it for the session; the committed protocols at tiny size: each minutes on
+# one worker); then the other end-to-end files, then the quick ones, which fill the gaps. xdist's
+# own order (most tests first) ran those two last, and the last one alone.
+FIRST = ("test_e2e_changes.py", "test_protocols.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    end_to_end = {item.path for item in items if item.get_closest_marker("e2e")}
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return FIRST.index(name) if name in FIRST else len(FIRST) + (item.path not in end_to_end)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order and stay together
+
+
 def plain_sgd(epochs: int, lr: float, batch_size: int, **changes: Any) -> Any:
     """An optimiser block of plain SGD as the reference trains: momentum 0.9, no weight decay, a
     constant rate, shuffled, on the CPU (`changes` override any key)."""

@@ -1,9 +1,10 @@
 """The stage scripts on bad input: exit 1 with one "error: ..." line, no traceback, outputs untouched.
 
-Each case runs a stage script as a subprocess in its own folder, with a copy of params.yaml that has
-one bad value (or a bad data file / checkpoint), and with every output option pointing at a file
-that already exists with known content. The subprocesses are slow to start (torch, torchvision,
-matplotlib), so all cases are run once per module, in parallel, and the tests inspect the results.
+Each case runs a stage script in its own folder, with a copy of params.yaml that has one bad value
+(or a bad data file / checkpoint), and with every output option pointing at a file that already
+exists with known content. A process is slow to start (torch, torchvision, matplotlib), so one
+process runs every case once per module, each as its own command line would
+(tests/stage_driver.py), and the tests inspect the results.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -289,7 +291,7 @@ def set_up(case_dir, case):
     if case.edit:
         case.edit(params)
     (case_dir / "bad_params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    args = [sys.executable, str(ROOT / "stages" / f"{case.script}.py"), *case.args, "--params", "bad_params.yaml"]
+    args = [str(ROOT / "stages" / f"{case.script}.py"), *case.args, "--params", "bad_params.yaml"]
     for option, rel in OUTPUTS[case.script].items():
         target = case_dir / rel
         files = [target / name for name in OUTPUT_DIR_FILES[rel]] if rel.endswith("/") else [target]
@@ -312,12 +314,20 @@ def results(tmp_path_factory):
         case_dir = base / name
         runs[name] = (case_dir, set_up(case_dir, case), snapshot(case_dir))
 
-    def run(name):
-        case_dir, args, _ = runs[name]
-        return subprocess.run(args, cwd=case_dir, env=env, capture_output=True, text=True, timeout=300)
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        procs = dict(zip(CASES, pool.map(run, CASES), strict=True))
+    # One process runs every case in turn (tests/stage_driver.py), as its own command line would.
+    cases = base / "cases.json"
+    cases.write_text(json.dumps({name: [str(case_dir), args] for name, (case_dir, args, _) in runs.items()}))
+    driver = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "stage_driver.py"), str(cases)],
+        cwd=base,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    procs = {name: SimpleNamespace(**result) for name, result in json.loads(driver.stdout).items()}
+    cases.unlink()
     return {name: (procs[name], runs[name][2], snapshot(runs[name][0])) for name in CASES}
 
 

@@ -66,3 +66,41 @@ def test_stopping_early_replays_the_scheduled_run():
     fit(model, data, data, before_step=keep, **opt)
     short = trained(5, schedule="cosine")
     assert all(torch.equal(seen[k], v) for k, v in short.items())
+
+
+@pytest.mark.parametrize(("momentum", "weight_decay"), [(0.9, 0.0), (0.5, 1e-3), (0.0, 0.0), (0.0, 5e-4)])
+def test_sgd_is_torch_optim_sgd_bit_for_bit(momentum, weight_decay):
+    """Per-step rates, a parameter without a gradient (skipped) and pruning masks that change during
+    training (the same Parameter objects, new data): every weight as torch.optim.SGD leaves it."""
+    from torch.nn.utils import prune
+
+    from nncompress.training import SGD
+
+    data = random_split(torch.Generator().manual_seed(2), 64)
+    runs = []
+    for ours in (True, False):
+        torch.manual_seed(0)
+        model = MLP(hidden_size=12, dropout=0.1)
+        unused = torch.nn.Parameter(torch.ones(3))
+        params = [*model.parameters(), unused]
+        if ours:
+            optimizer = SGD(params, momentum, weight_decay)
+        else:
+            optimizer = torch.optim.SGD(params, lr=0.1, momentum=momentum, weight_decay=weight_decay)
+        for step in range(12):
+            if step in (3, 7):
+                prune.l1_unstructured(model.fc1, "weight", amount=0.2 * step / 3)
+            optimizer.zero_grad()
+            images, labels = data[0][step * 4 : step * 4 + 8], data[1][step * 4 : step * 4 + 8]
+            torch.nn.functional.cross_entropy(model(images), labels).backward()
+            lr = 0.1 / (1 + step)
+            if ours:
+                optimizer.step(lr)
+            else:
+                optimizer.param_groups[0]["lr"] = lr
+                optimizer.step()
+        runs.append(({k: v.clone() for k, v in model.state_dict().items()}, unused.detach().clone()))
+    (ours_state, ours_unused), (torch_state, torch_unused) = runs
+    assert ours_state.keys() == torch_state.keys()
+    assert all(torch.equal(ours_state[k], torch_state[k]) for k in ours_state)
+    assert torch.equal(ours_unused, torch_unused)
