@@ -2,10 +2,10 @@
 
 Both side by side in one run, alternating, `--rounds` times each (median reported): the plain
 script (benchmarks/plain_reference.py), and `dvc repro --force prune@random prune@magnitude` in a
-fresh clone of HEAD whose params keep the reference's work (sweep.rates 0..0.9, one random seed):
+fresh clone of HEAD (or --rev) whose params keep the reference's work (sweep.rates 0..0.9, one random seed):
 download, split, train and the two sweeps, from scratch each time. The ratio is DVC / plain.
 
-Usage: MNIST_MIRROR=/path/to/mnist python benchmarks/reference_ratio.py [--rounds 3] [--json out.json]
+Usage: MNIST_MIRROR=/path/to/mnist python benchmarks/reference_ratio.py [--rounds 3] [--rev REV] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--rev", default="HEAD", help="the commit whose pipeline is measured (default: HEAD)")
     args = parser.parse_args()
     mirror = os.environ.get("MNIST_MIRROR")
     if not mirror or not Path(mirror).is_dir():
@@ -36,6 +37,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        subprocess.run(["git", "checkout", "-q", args.rev], cwd=repo, check=True)
         params = yaml.safe_load((repo / "params.yaml").read_text())
         params["sweep"].update(methods=["random", "magnitude"], rates=[i / 10 for i in range(10)])
         params["prune_random"]["seeds"] = [0]
