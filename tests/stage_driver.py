@@ -1,29 +1,34 @@
 """Stage scripts run one after another in one process, each as `python <script> <args>` would run it
-(`__main__`, its own folder and command line): its exit code, stdout and stderr, as JSON on stdout.
+(`__main__`, its own folder, command line and warning filters): its exit code and everything written
+to file descriptors 1 and 2 (Python's streams, C libraries, forked workers), as JSON in a file.
 
 For test_stage_errors: a process per case would import torch and the package again every time.
 
-Usage: python tests/stage_driver.py CASES.json   (CASES.json: {name: [folder, [script, args...]]})
+Usage: python tests/stage_driver.py CASES.json RESULTS.json   (CASES.json: {name: [folder, [script, args...]]})
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import runpy
 import sys
+import tempfile
 import traceback
+import warnings
 from pathlib import Path
 
 
 def run(folder: str, argv: list[str]) -> dict[str, object]:
-    out, err = io.StringIO(), io.StringIO()
-    code: object = 0
     os.chdir(folder)
     sys.argv = list(argv)
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code: object = 0
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, warnings.catch_warnings():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
         try:
             runpy.run_path(argv[0], run_name="__main__")
         except SystemExit as exc:
@@ -31,17 +36,26 @@ def run(folder: str, argv: list[str]) -> dict[str, object]:
         except BaseException:  # as the interpreter would: the traceback on stderr, exit 1
             traceback.print_exc()
             code = 1
-    if not isinstance(code, int):  # sys.exit("message") prints it and exits 1; sys.exit() is 0
-        if code is not None:
-            err.write(f"{code}\n")
-        code = 0 if code is None else 1
-    return {"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+        finally:
+            if not isinstance(code, int):  # sys.exit("message") prints it and exits 1; sys.exit() is 0
+                if code is not None:
+                    print(code, file=sys.stderr)
+                code = 0 if code is None else 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        out.seek(0)
+        err.seek(0)
+        return {"returncode": code, "stdout": out.read().decode(), "stderr": err.read().decode()}
 
 
 def main() -> None:
-    cases = json.loads(Path(sys.argv[1]).read_text())
-    results = {name: run(folder, argv) for name, (folder, argv) in cases.items()}
-    sys.stdout.write(json.dumps(results))
+    cases, outcome = (Path(arg).resolve() for arg in sys.argv[1:3])  # before a case replaces sys.argv
+    results = {name: run(folder, argv) for name, (folder, argv) in json.loads(cases.read_text()).items()}
+    outcome.write_text(json.dumps(results))
 
 
 if __name__ == "__main__":

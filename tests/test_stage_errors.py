@@ -306,7 +306,7 @@ def set_up(case_dir, case):
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """name -> (CompletedProcess, snapshot before, snapshot after), all cases run in parallel."""
+    """name -> (the case's exit code and output, snapshot before, snapshot after)."""
     base = tmp_path_factory.mktemp("stage_errors")
     env = {k: v for k, v in os.environ.items() if k != "MNIST_MIRROR"}
     runs = {}
@@ -315,19 +315,18 @@ def results(tmp_path_factory):
         runs[name] = (case_dir, set_up(case_dir, case), snapshot(case_dir))
 
     # One process runs every case in turn (tests/stage_driver.py), as its own command line would.
-    cases = base / "cases.json"
+    cases, outcome = base / "cases.json", base / "results.json"
     cases.write_text(json.dumps({name: [str(case_dir), args] for name, (case_dir, args, _) in runs.items()}))
     driver = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "stage_driver.py"), str(cases)],
+        [sys.executable, str(ROOT / "tests" / "stage_driver.py"), str(cases), str(outcome)],
         cwd=base,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
-        check=True,
     )
-    procs = {name: SimpleNamespace(**result) for name, result in json.loads(driver.stdout).items()}
-    cases.unlink()
+    assert driver.returncode == 0 and driver.stdout == driver.stderr == "", driver.stderr
+    procs = {name: SimpleNamespace(**result) for name, result in json.loads(outcome.read_text()).items()}
     return {name: (procs[name], runs[name][2], snapshot(runs[name][0])) for name in CASES}
 
 
