@@ -7,6 +7,10 @@ Any network of Linear and Conv2d layers (model.arch); the file records its model
 
 from __future__ import annotations
 
+from nncompress.warm import delegate
+
+delegate(__name__)  # run in a warm stage server if one is up (nncompress/warm.py), else cold
+
 from pathlib import Path
 
 import torch

@@ -3,6 +3,10 @@ fine-tuning budget, so gains from pruning-with-retraining are not just more trai
 
 from __future__ import annotations
 
+from nncompress.warm import delegate
+
+delegate(__name__)  # run in a warm stage server if one is up (nncompress/warm.py), else cold
+
 import torch
 
 from nncompress import config

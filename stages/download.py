@@ -5,6 +5,10 @@ Sources in order: $MNIST_MIRROR (a local folder or a base URL) if set, then down
 
 from __future__ import annotations
 
+from nncompress.warm import delegate
+
+delegate(__name__)  # run in a warm stage server if one is up (nncompress/warm.py), else cold
+
 from nncompress import config
 from nncompress.data import mnist
 from nncompress.runner import arguments, run_stage

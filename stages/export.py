@@ -10,6 +10,10 @@ ParamError, before any work), the structured export is skipped: "structured": nu
 
 from __future__ import annotations
 
+from nncompress.warm import delegate
+
+delegate(__name__)  # run in a warm stage server if one is up (nncompress/warm.py), else cold
+
 from pathlib import Path
 
 from nncompress import config

@@ -6,6 +6,10 @@ Writes the per-rate table (plots/prune/<method>.csv) and the summary metrics
 
 from __future__ import annotations
 
+from nncompress.warm import delegate
+
+delegate(__name__)  # run in a warm stage server if one is up (nncompress/warm.py), else cold
+
 from pathlib import Path
 
 from nncompress import config

@@ -4,6 +4,10 @@ the dense model and its equal-budget control as reference lines."""
 
 from __future__ import annotations
 
+from nncompress.warm import delegate
+
+delegate(__name__)  # run in a warm stage server if one is up (nncompress/warm.py), else cold
+
 import json
 
 import pandas as pd

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from nncompress.warm import delegate
+
+delegate(__name__)  # run in a warm stage server if one is up (nncompress/warm.py), else cold
+
 from nncompress import config, plots
 from nncompress.data import make_splits, mnist, save_splits
 from nncompress.runner import arguments, run_stage

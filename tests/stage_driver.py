@@ -18,6 +18,8 @@ import traceback
 import warnings
 from pathlib import Path
 
+from nncompress import runner
+
 
 def run(folder: str, argv: list[str]) -> dict[str, object]:
     os.chdir(folder)
@@ -53,6 +55,8 @@ def run(folder: str, argv: list[str]) -> dict[str, object]:
 
 
 def main() -> None:
+    os.environ["NNCOMPRESS_WARM"] = "0"  # every case runs here, none in a warm stage server
+    runner.QUICK_EXIT = False  # a stage's end is the end of its case, not of this process
     cases, outcome = (Path(arg).resolve() for arg in sys.argv[1:3])  # before a case replaces sys.argv
     results = {name: run(folder, argv) for name, (folder, argv) in json.loads(cases.read_text()).items()}
     outcome.write_text(json.dumps(results))

@@ -1,0 +1,178 @@
+"""The warm stage server (nncompress/warm.py): a served run is the cold run, only sooner.
+
+Each test gives its server a private temporary folder (TMPDIR) and a short idle time, so servers
+neither meet other tests' nor outlive the test for long.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nncompress import warm
+
+SCRIPT = """\
+from nncompress.warm import delegate
+
+delegate(__name__)
+
+import atexit
+import os
+import sys
+import threading
+
+import nncompress.warm
+
+print("served" if nncompress.warm._SERVED else "cold", file=sys.stderr)
+print(sys.argv, os.getcwd(), os.environ.get("CHOSEN"), oct(os.umask(0)), sys.path[0] == os.path.dirname(__file__))
+print("to stderr", file=sys.stderr)
+atexit.register(lambda: print("atexit ran"))
+threading.Thread(target=lambda: print("thread joined")).start()
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # A socket's path has at most 107 bytes: pytest's tmp_path is too long to hold one.
+    tmp = Path(tempfile.mkdtemp(prefix="w", dir="/tmp"))
+    (tmp_path / "tmp").symlink_to(tmp)
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setenv("NNCOMPRESS_WARM_IDLE", "20")
+    monkeypatch.delenv("NNCOMPRESS_WARM", raising=False)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "script.py").write_text(SCRIPT)
+    yield tmp_path
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_script(place: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(place / "script.py"), *args],
+        cwd=place / "work",
+        env={**os.environ, "CHOSEN": "x", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.umask(0o027),
+    )
+
+
+def sockets(place: Path) -> list[Path]:
+    return list((place / "tmp").glob("nncompress-warm-*/*.sock"))
+
+
+def wait_for_server(place: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not sockets(place):
+        assert time.monotonic() < deadline, "no server started"
+        time.sleep(0.1)
+
+
+def test_a_served_run_is_the_cold_run(place: Path) -> None:
+    cold = run_script(place, "3", NNCOMPRESS_WARM="0")
+    assert cold.stderr.splitlines()[0] == "cold"
+    assert not sockets(place), "NNCOMPRESS_WARM=0 starts no server"
+    first = run_script(place, "3")  # starts a server and runs cold meanwhile
+    assert first.stderr.splitlines()[0] == "cold"
+    wait_for_server(place)
+    served = run_script(place, "3")
+    assert served.stderr.splitlines()[0] == "served"
+    for run in (first, served):
+        assert run.returncode == cold.returncode == 3
+        assert run.stdout == cold.stdout
+        assert run.stderr.splitlines()[1:] == cold.stderr.splitlines()[1:]
+    assert "'3'] " in cold.stdout and " x 0o27 True" in cold.stdout
+    assert "atexit ran" in cold.stdout and "thread joined" in cold.stdout
+
+
+def test_signals_reach_the_served_script_and_its_end_is_the_clients(place: Path) -> None:
+    (place / "script.py").write_text(
+        "from nncompress.warm import delegate\n\ndelegate(__name__)\n\n"
+        "import os, signal, sys, time\n\n"
+        "if sys.argv[1] == 'wait':\n"
+        "    try:\n        print('ready', flush=True)\n        time.sleep(60)\n"
+        "    except KeyboardInterrupt:\n        sys.exit(7)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    run_script(place, "term")
+    wait_for_server(place)
+    killed = run_script(place, "term")
+    assert killed.returncode == -signal.SIGTERM
+    client = subprocess.Popen(
+        [sys.executable, str(place / "script.py"), "wait"], cwd=place / "work", stdout=subprocess.PIPE, text=True
+    )
+    assert client.stdout is not None and client.stdout.readline() == "ready\n"
+    started = time.monotonic()
+    client.send_signal(signal.SIGINT)
+    assert client.wait(timeout=30) == 7
+    assert time.monotonic() - started < 30
+
+
+def test_a_server_exits_when_idle(place: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NNCOMPRESS_WARM_IDLE", "1")
+    run_script(place, "0")
+    wait_for_server(place)
+    deadline = time.monotonic() + 30
+    while sockets(place):
+        assert time.monotonic() < deadline, "the server outlived its idle time"
+        time.sleep(0.2)
+
+
+def test_the_key_follows_the_sources_and_the_environment_but_not_the_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(warm, "_PACKAGE", package)
+    key = warm._key()
+    monkeypatch.setenv("DVC_STAGE", "prune@random")
+    assert warm._key() == key
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert warm._key() != key
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert warm._key() == key
+    os.utime(package / "a.py", ns=(0, 10**9))
+    assert warm._key() != key
+    key = warm._key()
+    (package / "new_method.py").write_text("")
+    assert warm._key() != key
+
+
+def test_no_socket_in_a_folder_others_can_use_nor_at_too_long_a_path(
+    place: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tempfile.tempdir", None)
+    folder = place / "tmp" / f"nncompress-warm-{os.getuid()}"
+    assert warm.socket_path() is not None and folder.is_dir()
+    folder.chmod(0o777)
+    assert warm.socket_path() is None
+    long = tmp_path / ("x" * 80)
+    long.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long))
+    assert warm.socket_path() is None
+
+
+def test_quick_exit_joins_threads_runs_atexit_and_flushes(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import atexit, sys, threading, time\n"
+        "from nncompress.runner import quick_exit\n"
+        "atexit.register(lambda: print('atexit'))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start()\n"
+        "sys.stdout.write('unflushed ')\n"
+        "quick_exit(5)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 5
+    assert done.stdout == "unflushed thread\natexit\n"
