@@ -17,9 +17,10 @@ which nothing reads, differ (and the sign of those zeros).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -225,26 +226,9 @@ def _sgd_step(
             bufs[i] = torch.empty_like(grad) if momentum != 0 else None
         buf = bufs[i]
         for k in range(len(param)):
-            g = grad[k]
             mask = stack.masks[k][name] if name else None
-            if mask is not None and buf is not None and not first and weight_decay == 0:
-                # buf * momentum + g * mask in two passes instead of three (g * mask is exact)
-                buf[k].mul_(momentum).addcmul_(g, mask)
-                param[k].add_(buf[k], alpha=-lr)
-                if stack.remasked[k]:
-                    param[k].mul_(mask)
-                continue
-            if mask is not None:
-                g.mul_(mask)
-            if weight_decay != 0:  # a masked weight is zero here, so its decay is zero too
-                g = g.add(param[k], alpha=weight_decay)
-            if buf is not None:
-                if first:
-                    buf[k].copy_(g)
-                else:
-                    buf[k].mul_(momentum).add_(g)
-                g = buf[k]
-            param[k].add_(g, alpha=-lr)
+            lane_buf = buf[k] if buf is not None else None
+            training.sgd_update(param[k], grad[k], lane_buf, lr, momentum, weight_decay, first=first, mask=mask)
             if mask is not None and stack.remasked[k]:
                 param[k].mul_(mask)
 
@@ -329,10 +313,17 @@ def fit_many(
 def _call_hook(lane: Lane, iteration: int) -> None:
     """Run the lane's hook with torch's RNG set to the lane's, as `fit` would have it."""
     assert lane.before_step is not None
-    saved = torch.get_rng_state()
-    torch.set_rng_state(lane.rng.get_state())
-    try:
+    with drawing_from(lane.rng):
         lane.before_step(iteration)
-        lane.rng.set_state(torch.get_rng_state())
+
+
+@contextlib.contextmanager
+def drawing_from(rng: torch.Generator) -> Iterator[None]:
+    """torch's global RNG draws from `rng` for the duration (and advances it), then is as before."""
+    saved = torch.get_rng_state()
+    torch.set_rng_state(rng.get_state())
+    try:
+        yield
+        rng.set_state(torch.get_rng_state())
     finally:
         torch.set_rng_state(saved)

@@ -60,7 +60,7 @@ def quiet_worker() -> None:
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """One torch thread in this process for the duration, as in the workers: the same float sums."""
     import torch
 
@@ -95,7 +95,7 @@ def run_all(
 
             flush_denormals()  # as in the workers: the same numbers on one process or several
             results = []
-            with _one_thread():
+            with one_thread():
                 for item in items:
                     results.append(job(item))
                     bar.update()

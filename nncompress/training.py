@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import multiprocessing
 from collections.abc import Callable, Iterable
@@ -63,19 +64,44 @@ class SGD:
     def step(self, lr: float) -> None:
         """Update every parameter that has a gradient (others are skipped, as torch.optim does)."""
         for i, param in enumerate(self.params):
-            grad = param.grad
-            if grad is None:
+            if param.grad is None:
                 continue
-            if self.weight_decay != 0:
-                grad = grad.add(param, alpha=self.weight_decay)
-            if self.momentum != 0:
-                buf = self.buffers[i]
-                if buf is None:
-                    buf = self.buffers[i] = grad.detach().clone()
-                else:
-                    buf.mul_(self.momentum).add_(grad)
-                grad = buf
-            param.add_(grad, alpha=-lr)
+            first = self.momentum != 0 and self.buffers[i] is None
+            if first:
+                self.buffers[i] = torch.empty_like(param.grad)
+            sgd_update(param, param.grad, self.buffers[i], lr, self.momentum, self.weight_decay, first=first)
+
+
+@torch.no_grad()
+def sgd_update(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    buf: torch.Tensor | None,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    *,
+    first: bool = False,
+    mask: torch.Tensor | None = None,
+) -> None:
+    """torch.optim.SGD's update of one tensor (no dampening or Nesterov): `buf` is its momentum
+    (None without), taken from the gradient on the `first` step. With `mask`, the gradient is
+    masked first, in place (exact: a product with 0 or 1), as torch.nn.utils.prune's hook masks it."""
+    if mask is not None and buf is not None and not first and weight_decay == 0:
+        buf.mul_(momentum).addcmul_(grad, mask)  # buf * momentum + grad * mask: one pass fewer
+        param.add_(buf, alpha=-lr)
+        return
+    if mask is not None:
+        grad.mul_(mask)
+    if weight_decay != 0:
+        grad = grad.add(param, alpha=weight_decay)
+    if buf is not None:
+        if first:
+            buf.copy_(grad)
+        else:
+            buf.mul_(momentum).add_(grad)
+        grad = buf
+    param.add_(grad, alpha=-lr)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -84,7 +110,8 @@ def _device_of(model: nn.Module) -> torch.device:
 
 class _Curve:
     """The accuracies of a training curve's rows, computed beside training: on a forked process
-    when a second core is free (the same single-threaded sums, so the same numbers), else inline."""
+    when a second core is free (the same single-threaded sums, so the same numbers), else inline.
+    Rows that process has not reached when training ends are shared with the core training frees."""
 
     def __init__(self, model: nn.Module, train: Split, val: Split):
         from nncompress.parallel import available_cores, quiet_worker
@@ -96,16 +123,32 @@ class _Curve:
             _ASIDE = (model, train, val)  # inherited by the forked process, not pickled
             self.pool = ProcessPoolExecutor(1, multiprocessing.get_context("fork"), initializer=quiet_worker)
         self.pending: list[Future[tuple[float, float]] | tuple[float, float]] = []
+        self.states: list[dict[str, torch.Tensor] | None] = []  # of rows not yet evaluated
 
     def add(self) -> None:
         """Queue the accuracies of the model as it is now."""
         if self.pool is None:
             self.pending.append((accuracy(self.model, self.train), accuracy(self.model, self.val)))
-        else:
-            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.pending.append(self.pool.submit(_evaluate_aside, state))
+            return
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        future = self.pool.submit(_evaluate_aside, state)
+        row = len(self.states)
+        self.states.append(state)
+        future.add_done_callback(lambda _, row=row: self.states.__setitem__(row, None))
+        self.pending.append(future)
 
     def results(self) -> list[tuple[float, float]]:
+        """Every row's accuracies. The rows still queued are taken from the last backwards and
+        evaluated here, while the forked process goes on forwards, until the two meet."""
+        from nncompress.parallel import one_thread
+
+        here: nn.Module | None = None
+        with one_thread():  # as the forked process computes them
+            for row in reversed(range(len(self.states))):
+                pending, state = self.pending[row], self.states[row]
+                if isinstance(pending, Future) and state is not None and pending.cancel():
+                    here = here if here is not None else copy.deepcopy(self.model)
+                    self.pending[row] = _accuracies(here, state, self.train, self.val)
         return [p.result() if isinstance(p, Future) else p for p in self.pending]
 
     def close(self) -> None:
@@ -118,6 +161,10 @@ _ASIDE: Any = None  # (model, train, val) of the curve being evaluated, for the 
 
 def _evaluate_aside(state: dict[str, torch.Tensor]) -> tuple[float, float]:
     model, train, val = _ASIDE
+    return _accuracies(model, state, train, val)
+
+
+def _accuracies(model: nn.Module, state: dict[str, torch.Tensor], train: Split, val: Split) -> tuple[float, float]:
     model.load_state_dict(state)
     return accuracy(model, train), accuracy(model, val)
 

@@ -341,3 +341,15 @@ def mnist_available() -> None:
     mirror = os.environ.get("MNIST_MIRROR", "")
     if mirror and not mirror.startswith(("http:", "https:", "file:")) and not Path(mirror).is_dir():
         pytest.fail(f"MNIST_MIRROR={mirror} is not a folder")
+
+
+def unbatched_retrainer(*args: Any) -> Any:
+    """A Retrainer that trains every model with `fit`, one after another: the reference that
+    its batched path (a lone MLP as a batch of one, a lockstep run's lanes) must match."""
+    from nncompress.prune.retrain import Retrainer
+
+    class Unbatched(Retrainer):
+        def _batched(self, models: list) -> bool:
+            return False
+
+    return Unbatched(*args)

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
-from conftest import plain_sgd, random_split
+from conftest import plain_sgd, random_split, unbatched_retrainer
 
 from nncompress.batched import Lane, batchable, fit_many
 from nncompress.model import MLP
@@ -172,11 +174,8 @@ def test_a_retrainer_trains_one_model_as_fit_does_and_leaves_the_rng_as_fit_does
         model = network(0, 24, 0.3)
         hook = GradualPruner(model, unstructured("random", "layer"), 0.8, 2, 3)  # draws from torch's RNG
         torch.manual_seed(12)
-        retrain = Retrainer(data, data, opt, opt.epochs)
-        if batched_path:
-            retrain(model, before_step=hook)
-        else:
-            retrain._fit(model, 12, hook)
+        retrain = (Retrainer if batched_path else unbatched_retrainer)(data, data, opt, opt.epochs)
+        retrain(model, before_step=hook)
         models.append(weights(model))
         rngs.append(torch.get_rng_state())
     assert_same(models[1], models[0])
@@ -221,6 +220,37 @@ def test_the_curve_is_the_same_evaluated_aside_or_inline(monkeypatch):
     assert logs[0] == logs[1]
     assert [row["iteration"] for row in logs[0]] == [5, 10, 12]
     assert list(logs[0][0]) == ["iteration", "epoch", "loss", "train_accuracy", "val_accuracy"]
+
+
+def slow_aside(state):
+    """The forked process's job, slowed down (a function of this module: jobs are pickled by name)."""
+    from nncompress import training
+
+    time.sleep(0.2)
+    model, train, val = training._ASIDE
+    model.load_state_dict(state)
+    return training.accuracy(model, train), training.accuracy(model, val)
+
+
+def test_rows_the_forked_process_has_not_reached_are_shared_with_the_freed_core(monkeypatch):
+    """When training ends first, the rows still queued are evaluated by both processes: the same rows."""
+    from nncompress import parallel, training
+
+    data = random_split(torch.Generator().manual_seed(9), 96)
+    opt = {"epochs": 2, "batch_size": 16, "lr": 0.3, "momentum": 0.9, "shuffle": False, "log_every": 1}
+    monkeypatch.setattr(parallel, "available_cores", lambda: 1)
+    torch.manual_seed(1)
+    inline = fit(network(0, 32, 0.0), data, data, **opt)
+
+    here = []
+    evaluate = training._accuracies
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    monkeypatch.setattr(training, "_accuracies", lambda *a: here.append(1) or evaluate(*a))
+    monkeypatch.setattr(training, "_evaluate_aside", slow_aside)
+    torch.manual_seed(1)
+    shared = fit(network(0, 32, 0.0), data, data, **opt)
+    assert shared == inline
+    assert 0 < len(here) < len(inline), "both processes evaluate some of the rows"
 
 
 @pytest.mark.parametrize("hidden", [16, (16, 8)])

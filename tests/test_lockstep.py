@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import fresh, plain_sgd, random_split
+from conftest import fresh, plain_sgd, random_split, unbatched_retrainer
 
 from nncompress import lockstep
 from nncompress.batched import Lane
@@ -42,16 +42,9 @@ class Counting(Retrainer):
         super().train_many(lanes)
 
 
-class Unbatched(Retrainer):
-    """Trains every model with `fit`, one after another: the reference a batched run must match."""
-
-    def _batched(self, models: list) -> bool:
-        return False
-
-
 def test_jobs_get_their_results_alone_with_retraining_batched(data, state):
     opt = plain_sgd(1, lr=0.3, batch_size=16)
-    retrain = Unbatched(data["train"], data["val"], opt, 2)
+    retrain = unbatched_retrainer(data["train"], data["val"], opt, 2)
 
     def job(rate: float) -> tuple[dict, float]:
         torch.manual_seed(int(rate * 100))

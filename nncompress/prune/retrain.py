@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nncompress import lockstep
-from nncompress.batched import Lane, batchable, fit_many
+from nncompress.batched import Lane, batchable, drawing_from, fit_many
 from nncompress.data import Split
 from nncompress.training import fit
 
@@ -40,9 +40,11 @@ class Retrainer:
         if lockstep.active():
             lockstep.retrain(self, model, torch.initial_seed(), before_step)
         elif self._batched([model]):  # one lane: fit's arithmetic with less overhead per step
+            # The lane draws from a copy of torch's RNG, which then takes the copy's state, as if
+            # fit had drawn from it. (If training fails, torch's RNG is left as it was.)
             rng = torch.Generator()
             rng.set_state(torch.get_rng_state())
-            self.train_many([Lane(model, rng, torch.initial_seed(), before_step)])
+            self._fit_many([Lane(model, rng, torch.initial_seed(), before_step)])
             torch.set_rng_state(rng.get_state())
         else:
             self._fit(model, torch.initial_seed(), before_step)
@@ -54,27 +56,25 @@ class Retrainer:
         """Train every lane's model as `__call__` would alone, with the lane's RNG as torch's:
         as one batched model when they allow it, else one after another."""
         if self._batched([lane.model for lane in lanes]):
-            opt = self.opt
-            fit_many(
-                lanes,
-                *self.train,
-                epochs=self.epochs,
-                batch_size=opt.batch_size,
-                lr=opt.lr,
-                momentum=opt.momentum,
-                weight_decay=opt.weight_decay,
-                schedule=opt.schedule,
-                shuffle=opt.shuffle,
-            )
+            self._fit_many(lanes)
             return
-        saved = torch.get_rng_state()
-        try:
-            for lane in lanes:
-                torch.set_rng_state(lane.rng.get_state())
+        for lane in lanes:
+            with drawing_from(lane.rng):
                 self._fit(lane.model, lane.seed, lane.before_step)
-                lane.rng.set_state(torch.get_rng_state())
-        finally:
-            torch.set_rng_state(saved)
+
+    def _fit_many(self, lanes: list[Lane]) -> None:
+        opt = self.opt
+        fit_many(
+            lanes,
+            *self.train,
+            epochs=self.epochs,
+            batch_size=opt.batch_size,
+            lr=opt.lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            schedule=opt.schedule,
+            shuffle=opt.shuffle,
+        )
 
     def _fit(self, model: nn.Module, seed: int, before_step: Callable[[int], None] | None) -> None:
         fit(
