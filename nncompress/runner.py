@@ -64,8 +64,14 @@ def quick_exit(code: int) -> NoReturn:
         shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # closed, or a broken pipe: nothing more to say
+        try:
             stream.flush()
+        except (OSError, ValueError):  # a full disk or a broken pipe: exit 120, as Python does
+            code = code or 120
+    with contextlib.suppress(OSError, AttributeError):  # C libraries' printf buffers, as exit() flushes them
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
     os._exit(code)
 
 

@@ -72,7 +72,6 @@ class SGD:
             sgd_update(param, param.grad, self.buffers[i], lr, self.momentum, self.weight_decay, first=first)
 
 
-@torch.no_grad()
 def sgd_update(
     param: torch.Tensor,
     grad: torch.Tensor,
@@ -86,7 +85,8 @@ def sgd_update(
 ) -> None:
     """torch.optim.SGD's update of one tensor (no dampening or Nesterov): `buf` is its momentum
     (None without), taken from the gradient on the `first` step. With `mask`, the gradient is
-    masked first, in place (exact: a product with 0 or 1), as torch.nn.utils.prune's hook masks it."""
+    masked first, in place (exact: a product with 0 or 1), as torch.nn.utils.prune's hook masks it.
+    Called under torch.no_grad() (SGD.step and the batched step are), many times a step."""
     if mask is not None and buf is not None and not first and weight_decay == 0:
         buf.mul_(momentum).addcmul_(grad, mask)  # buf * momentum + grad * mask: one pass fewer
         param.add_(buf, alpha=-lr)
@@ -132,18 +132,22 @@ class _Curve:
             return
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         future = self.pool.submit(_evaluate_aside, state)
-        row = len(self.states)
         self.states.append(state)
-        future.add_done_callback(lambda _, row=row: self.states.__setitem__(row, None))
+        future.add_done_callback(_Forget(self.states, len(self.states) - 1))
         self.pending.append(future)
 
     def results(self) -> list[tuple[float, float]]:
         """Every row's accuracies. The rows still queued are taken from the last backwards and
         evaluated here, while the forked process goes on forwards, until the two meet."""
         from nncompress.parallel import one_thread
+        from nncompress.runner import flush_denormals
 
         here: nn.Module | None = None
+        flush_denormals()  # as in the forked process (and in every stage already)
         with one_thread():  # as the forked process computes them
+            # A copy of the trained model, given each row's state_dict: the model of that row, as
+            # long as everything its forward pass reads is in the state_dict (true of every network
+            # here: weights, biases, pruning masks; dropout is off in evaluation).
             for row in reversed(range(len(self.states))):
                 pending, state = self.pending[row], self.states[row]
                 if isinstance(pending, Future) and state is not None and pending.cancel():
@@ -154,6 +158,16 @@ class _Curve:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
+
+
+class _Forget:
+    """Drops a row's state once the forked process has evaluated it (a future's done callback)."""
+
+    def __init__(self, states: list[dict[str, torch.Tensor] | None], row: int):
+        self.states, self.row = states, row
+
+    def __call__(self, _: Future) -> None:
+        self.states[self.row] = None
 
 
 _ASIDE: Any = None  # (model, train, val) of the curve being evaluated, for the forked process

@@ -3,28 +3,32 @@
 Every stage is a new Python process that imports PyTorch and the package before it does anything:
 1.5 to 2.5 s on the 2-core machine, more than the work of many stages. As Gradle's daemon does for
 the JVM, the first stage script starts a server in the background, which imports them once and
-waits; each later stage script hands it its command line, working directory, environment, umask
-and standard streams (passed as file descriptors), and the server forks a child that runs the
-script as `python script.py` would. The child starts from the server's freshly imported state (no
-torch operation has run there, so no threads or RNG draws), not from an earlier run's, and the
-script's exit status, or the signal that ended it, becomes the client's own.
+waits; each later stage script hands it its command line, working directory, environment, umask,
+ignored signals and standard streams (passed as file descriptors), and the server forks a child
+that runs the script as `python script.py` would. The child starts from the server's freshly
+imported state (no torch operation has run there, so no threads or RNG draws), not from an earlier
+run's. The script's exit status, or the signal that ended it, becomes the client's own; signals
+the client gets go to the child's process group; if the client dies, the group is killed.
 
 A server serves one Python (executable, flags, module path), one environment (but for what DVC and
-pytest set per command) and one version of the package's sources: its socket's name is a hash of
-them, so after an edit the next stage starts a new server. It exits after `IDLE` seconds without a
-run (`NNCOMPRESS_WARM_IDLE` sets another time). With `NNCOMPRESS_WARM=0`, or where there is no
-fork or Unix socket, every stage runs cold. Stage scripts' exit is quick either way
-(`runner.quick_exit`). A client imports the standard library and nncompress.runner, no PyTorch.
+pytest set per command), one set of process limits (CPU affinity, niceness, resource limits,
+cgroup) and one version of the package's sources: its socket's name is a hash of them, so after an
+edit the next stage starts a new server. A server whose loaded modules changed on disk (a library
+upgraded) turns runs away and exits. It exits after `IDLE` seconds without a run
+(`NNCOMPRESS_WARM_IDLE` sets another time). With `NNCOMPRESS_WARM=0`, or where there is no fork
+or Unix socket, every stage runs cold. A client imports the standard library and
+nncompress.runner (no PyTorch).
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
+import importlib.machinery
 import io
 import json
 import os
-import runpy
 import select
 import signal
 import socket
@@ -34,14 +38,17 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
+from typing import Any
 
 from nncompress.runner import quick_exit
 
 IDLE = 60.0  # seconds a server waits for a run before it exits (NNCOMPRESS_WARM_IDLE overrides)
-PRELOAD = ("pandas", "nncompress.config", "nncompress.plots", "nncompress.sweep", "nncompress.runner")
+PRELOAD = ("pandas", "nncompress.config", "nncompress.plots", "nncompress.sweep")
+FAILED_FOR = 600  # seconds after a server failed to start before another is tried
 _PER_COMMAND = {"DVC_STAGE", "PYTEST_CURRENT_TEST", "PWD", "OLDPWD", "_"}  # not part of the key
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_FORWARDED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
 _SERVED = False  # true in a child the server forked: its script must not delegate again
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -61,11 +68,8 @@ def delegate(name: str) -> None:
     after starting one for the next stage. Imported as a module, or in a served child: return."""
     if name != "__main__" or _SERVED or not enabled():
         return
-    main = sys.modules["__main__"]
-    script = getattr(main, "__file__", None)
-    if script is None:
-        return
-    path = socket_path()
+    script = getattr(sys.modules["__main__"], "__file__", None)
+    path = socket_path() if script is not None else None
     if path is None:
         return
     try:
@@ -74,50 +78,81 @@ def delegate(name: str) -> None:
     except OSError:
         _start_server(path)
         return
+    ignored = [s for s in _FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
+    forward = _Forwarder([s for s in _FORWARDED if s not in ignored])
     with client:
         request = {
-            "script": os.path.abspath(script),
+            "script": script if os.path.isabs(script) else os.path.abspath(script),  # __file__ as Python set it
             "argv": sys.argv,
             "cwd": os.getcwd(),
             "env": dict(os.environ),
             "umask": _umask(),
+            "ignored": [int(s) for s in ignored],
+            "unbuffered": isinstance(getattr(sys.stdout, "buffer", None), io.FileIO),  # -u, PYTHONUNBUFFERED
         }
         try:
             socket.send_fds(client, [b"R"], [0, 1, 2])
             body = json.dumps(request).encode()
             client.sendall(len(body).to_bytes(8, "big") + body)
             reader = client.makefile("rb")
-            started = reader.readline()
-        except OSError:
-            return  # the server went away before it took the run: run cold
-        if not started:
+            started = json.loads(reader.readline() or b"{}")
+        except (OSError, ValueError):
+            started = {}
+        if "pid" not in started:  # the server went away, or turned the run down: run cold
+            forward.restore()
+            if started.get("stale"):
+                _start_server(path)
             return
-        pid = json.loads(started)["pid"]
-        for signum in _FORWARDED:  # the child is not in this process's group: pass them on
-            signal.signal(signum, lambda signum, _frame: _kill(pid, signum))
+        forward.to(started["pid"])
         try:
-            ended = reader.readline()
-        except OSError:
-            ended = b""
-    if not ended:
-        print(
-            "error: the warm stage server stopped before this run ended (NNCOMPRESS_WARM=0 runs cold)", file=sys.stderr
-        )
-        os._exit(1)
-    status = json.loads(ended)
-    if "signal" in status:
-        signal.signal(status["signal"], signal.SIG_DFL)
-        os.kill(os.getpid(), status["signal"])
-    os._exit(status["exit"])
+            ended = json.loads(reader.readline() or b"{}")
+        except (OSError, ValueError):
+            ended = {}
+    if "signal" in ended:
+        signal.signal(ended["signal"], signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [ended["signal"]])
+        os.kill(os.getpid(), ended["signal"])
+    if "exit" not in ended and "signal" not in ended:
+        print("error: the warm stage server stopped before this run ended (NNCOMPRESS_WARM=0: cold)", file=sys.stderr)
+    os._exit(ended.get("exit", 1))
 
 
-def _kill(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
+class _Forwarder:
+    """Signals the client gets, passed on to the child's process group (kept until it is known)."""
+
+    def __init__(self, signals: list[signal.Signals]):
+        self.pid: int | None = None
+        self.held: list[int] = []
+        self.before = {s: signal.signal(s, self._handle) for s in signals}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.pid is None:
+            self.held.append(signum)
+        else:
+            _kill_group(self.pid, signum)
+
+    def to(self, pid: int) -> None:
+        self.pid = pid
+        for signum in self.held:
+            _kill_group(pid, signum)
+
+    def restore(self) -> None:
+        for signum, handler in self.before.items():
+            signal.signal(signum, handler)
+        for signum in self.held:  # what arrived meanwhile, now for the cold run
+            os.kill(os.getpid(), signum)
+
+
+def _kill_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:  # not yet a group of its own
+            os.kill(pid, signum)
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 
@@ -140,8 +175,9 @@ def socket_path() -> Path | None:
 def _key() -> str:
     digest = hashlib.sha256()
     env = {k: v for k, v in os.environ.items() if k not in _PER_COMMAND}
-    flags = subprocess._args_from_interpreter_flags()  # what multiprocessing passes its children
+    flags = [repr(sys.flags), sys.warnoptions, sys._xoptions]
     digest.update(json.dumps([sys.executable, sys.version, flags, sys.path[1:], env], sort_keys=True).encode())
+    digest.update(repr(_process_limits()).encode())
     for folder, dirs, files in os.walk(_PACKAGE):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
@@ -151,11 +187,29 @@ def _key() -> str:
     return digest.hexdigest()[:20]
 
 
+def _process_limits() -> tuple:
+    """What a child inherits from the server rather than from its client: the cores it may use,
+    its niceness, its resource limits and its cgroup."""
+    import resource  # Unix only, as the server is
+
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    limits = [resource.getrlimit(getattr(resource, n)) for n in sorted(dir(resource)) if n.startswith("RLIMIT_")]
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        cgroup = ""
+    return affinity, os.getpriority(os.PRIO_PROCESS, 0), limits, cgroup
+
+
 def _start_server(path: Path) -> None:
-    """Start a server for `path` in the background, unless one is starting already."""
-    starting = path.with_suffix(".starting")
-    if path.with_suffix(".failed").exists():
-        return
+    """Start a server for `path` in the background, unless one is starting already or one failed
+    to start lately."""
+    starting, failed = path.with_suffix(".starting"), path.with_suffix(".failed")
+    try:
+        if time.time() - failed.stat().st_mtime < FAILED_FOR:
+            return
+    except FileNotFoundError:
+        pass
     try:
         if time.time() - starting.stat().st_mtime < 30:
             return
@@ -178,119 +232,168 @@ def _start_server(path: Path) -> None:
 
 
 def serve(path: str) -> None:
-    """The server: import, listen, and fork a child per run until `IDLE` seconds pass without one."""
+    """The server: import, listen, and fork a child per run until `IDLE` seconds pass without one.
+    If it cannot start, it leaves a `.failed` file saying why, and stages run cold for a while."""
     sock_path = Path(path)
-    starting = sock_path.with_suffix(".starting")
     try:
-        try:
-            for module in PRELOAD:
-                __import__(module)
-            # A Python thread could hold a lock the child would inherit held. (OpenBLAS's pool,
-            # started by numpy's import, is stopped around a fork by its own handler.)
-            usable = threading.active_count() == 1
-        except Exception:  # noqa: BLE001 - the stages will say what is wrong, cold
-            usable = False
-        if not usable:  # no server for these sources and this environment: stages run cold
-            sock_path.with_suffix(".failed").touch()
-            return
+        idle = float(os.environ.get("NNCOMPRESS_WARM_IDLE", IDLE))
+        for module in PRELOAD:
+            __import__(module)
+        # A Python thread could hold a lock the child would inherit held. (OpenBLAS's pool,
+        # started by numpy's import, is stopped around a fork by its own handler.)
+        if threading.active_count() != 1:
+            raise RuntimeError(f"{threading.active_count()} threads after the imports")
+        loaded = _loaded_files()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         temporary = sock_path.with_suffix(f".{os.getpid()}")
         listener.bind(str(temporary))
         listener.listen(16)
         os.replace(temporary, sock_path)  # appears ready, at once
         inode = sock_path.stat().st_ino
+    except Exception as exc:  # noqa: BLE001 - the stages run cold and say what is wrong themselves
+        sock_path.with_suffix(".failed").write_text(f"{type(exc).__name__}: {exc}\n")
+        return
     finally:
         with contextlib.suppress(FileNotFoundError):
-            starting.unlink()
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # a child's end wakes the loop (through wake_w)
-    idle = float(os.environ.get("NNCOMPRESS_WARM_IDLE", IDLE))
-    running: dict[int, socket.socket] = {}
-    last = time.monotonic()
-    while True:
-        ready, _, _ = select.select([listener, wake_r], [], [], 1.0)
-        if wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(wake_r, 4096)
-        _reap(running)
-        if listener in ready:
-            conn, _ = listener.accept()
-            _fork_run(conn, listener, running, (wake_r, wake_w))  # a child does not return
-            last = time.monotonic()
-        if running:
-            last = time.monotonic()
-        elif time.monotonic() - last > idle or not _still_ours(sock_path, inode):
-            with contextlib.suppress(FileNotFoundError):
-                if _still_ours(sock_path, inode):
-                    sock_path.unlink()
-            return
+            sock_path.with_suffix(".starting").unlink()
+    _Server(listener, sock_path, inode, idle, loaded).loop()
 
 
-def _still_ours(path: Path, inode: int) -> bool:
-    """Whether `path` is still this server's socket (a newer server may have replaced it)."""
-    try:
-        return path.stat().st_ino == inode
-    except OSError:
-        return False
+def _loaded_files() -> dict[str, int]:
+    """The modification times of the source files of every module loaded."""
+    times = {}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file:
+            with contextlib.suppress(OSError):
+                times[file] = os.stat(file).st_mtime_ns
+    return times
 
 
-def _reap(running: dict[int, socket.socket]) -> None:
-    """Tell the clients of finished children how each ended."""
-    while running:
+class _Server:
+    def __init__(self, listener: socket.socket, path: Path, inode: int, idle: float, loaded: dict[str, int]):
+        self.listener, self.path, self.inode, self.idle, self.loaded = listener, path, inode, idle, loaded
+        self.running: dict[int, socket.socket] = {}  # child pid: its client's connection
+        self.killed: set[int] = set()
+        self.wake = os.pipe()
+        os.set_blocking(self.wake[1], False)
+        signal.set_wakeup_fd(self.wake[1])
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # a child's end wakes the loop (through the pipe)
+
+    def loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            watched = [self.listener, self.wake[0], *self.running.values()]
+            ready, _, _ = select.select(watched, [], [], 1.0)
+            if self.wake[0] in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.wake[0], 4096)
+            self._reap()
+            for pid, conn in list(self.running.items()):
+                if conn in ready and pid not in self.killed and _closed(conn):  # the client died: its run too
+                    _kill_group(pid, signal.SIGKILL)
+                    self.killed.add(pid)
+            if self.listener in ready:
+                conn, _ = self.listener.accept()
+                if _loaded_files() != self.loaded:  # a library changed on disk: a new server will load it
+                    with conn, contextlib.suppress(OSError):
+                        conn.sendall(b'{"stale": true}\n')
+                    self._unlink()
+                    return
+                self._fork_run(conn)
+                last = time.monotonic()
+            if self.running:
+                last = time.monotonic()
+            elif time.monotonic() - last > self.idle or not self._still_ours():
+                self._unlink()
+                return
+
+    def _still_ours(self) -> bool:
+        """Whether the socket's path is still this server's (a newer server may have replaced it)."""
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
+            return self.path.stat().st_ino == self.inode
+        except OSError:
+            return False
+
+    def _unlink(self) -> None:
+        if self._still_ours():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def _reap(self) -> None:
+        """Tell the clients of finished children how each ended."""
+        while self.running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.running.pop(pid, None)
+            if conn is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            message = {"signal": -code} if code < 0 else {"exit": code}
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(json.dumps(message).encode() + b"\n")
+
+    def _fork_run(self, conn: socket.socket) -> None:
+        """Read a request and fork its child, which runs it and exits with its status."""
+        fds: list[int] = []
+        try:
+            conn.settimeout(10)
+            _, fds, _, _ = socket.recv_fds(conn, 1, 3)
+            size = int.from_bytes(_read(conn, 8), "big")
+            request = json.loads(_read(conn, size))
+            if len(fds) != 3:
+                raise ValueError("three file descriptors expected")
+        except (OSError, ValueError):
+            for fd in fds:
+                os.close(fd)
+            conn.close()
             return
+        pid = os.fork()
         if pid == 0:
-            return
-        conn = running.pop(pid, None)
-        if conn is None:
-            continue
-        code = os.waitstatus_to_exitcode(status)
-        message = {"signal": -code} if code < 0 else {"exit": code}
-        with conn, contextlib.suppress(OSError):
-            conn.sendall(json.dumps(message).encode() + b"\n")
-
-
-def _fork_run(conn: socket.socket, listener: socket.socket, running: dict[int, socket.socket], wake: tuple) -> None:
-    """Read a request and fork its child, which runs it and exits with its status."""
-    fds: list[int] = []
-    try:
-        conn.settimeout(10)
-        _, fds, _, _ = socket.recv_fds(conn, 1, 3)
-        size = int.from_bytes(_read(conn, 8), "big")
-        request = json.loads(_read(conn, size))
-        if len(fds) != 3:
-            raise ValueError("three file descriptors expected")
-    except (OSError, ValueError):
+            self._child(conn, fds, request)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # as the child does: whichever runs first, the group exists before signals
         for fd in fds:
             os.close(fd)
-        conn.close()
-        return
-    pid = os.fork()
-    if pid:
-        for fd in fds:
-            os.close(fd)
-        running[pid] = conn
+        self.running[pid] = conn
         with contextlib.suppress(OSError):
             conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-        return
-    # The child: drop the server's sockets and handlers, take the client's process state, run.
-    global _SERVED
-    _SERVED = True
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for sock in (listener, conn, *running.values()):
-        sock.close()
-    for fd in wake:
-        os.close(fd)
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        os.close(fd)
-    _adopt(request)
-    quick_exit(_run(request["script"]))  # threads joined, atexit run, streams flushed: as a cold exit
+
+    def _child(self, conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
+        """In the forked child: drop the server's sockets and handlers, take the client's state, run."""
+        global _SERVED
+        _SERVED = True
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for signum in request["ignored"]:
+            signal.signal(signum, signal.SIG_IGN)
+        for sock in (self.listener, conn, *self.running.values()):  # only the server talks to clients
+            sock.close()
+        for fd in self.wake:
+            os.close(fd)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        old_streams = _adopt(request)
+        code = _run(request["script"])
+        for stream in old_streams:  # modules may hold the server's stream objects: now over the same fds
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        quick_exit(code)  # threads joined, atexit run, streams flushed: as a cold exit
+
+
+def _closed(conn: socket.socket) -> bool:
+    """Whether the client's end of a readable connection is closed (it sends nothing after its request)."""
+    try:
+        return not conn.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return True
 
 
 def _read(conn: socket.socket, size: int) -> bytes:
@@ -303,39 +406,53 @@ def _read(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-def _adopt(request: dict) -> None:
-    """The client's working directory, environment, umask, argv, module path and standard streams."""
+def _adopt(request: dict[str, Any]) -> list[io.TextIOWrapper]:
+    """The client's working directory, environment, umask, argv, module path and standard streams;
+    returns the server's streams it replaced."""
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
     os.umask(request["umask"])
     sys.argv = list(request["argv"])
     sys.path.insert(0, os.path.dirname(os.path.realpath(request["script"])))  # as `python script.py` does
+    old = [sys.stdin, sys.stdout, sys.stderr]
     for name, fd in (("stdin", 0), ("stdout", 1), ("stderr", 2)):
-        old = getattr(sys, name)
-        new = _stream(fd, old, name)
+        new = _stream(fd, getattr(sys, name), name, request["unbuffered"])
         setattr(sys, name, new)
         setattr(sys, f"__{name}__", new)
+    return old
 
 
-def _stream(fd: int, like: io.TextIOWrapper, name: str) -> io.TextIOWrapper:
-    """A standard stream over `fd`, buffered as Python buffers it at start-up for that file."""
-    tty = os.isatty(fd)
-    raw = io.FileIO(fd, "r" if name == "stdin" else "w", closefd=False)
-    buffered = io.BufferedReader(raw) if name == "stdin" else io.BufferedWriter(raw)
+def _stream(fd: int, like: io.TextIOWrapper, name: str, unbuffered: int) -> io.TextIOWrapper:
+    """A standard stream over `fd`, as Python makes it at start-up for that file (-u: unbuffered)."""
+    reading = name == "stdin"
+    raw = io.FileIO(fd, "r" if reading else "w", closefd=False)
+    buffered: Any = raw
+    if reading:
+        buffered = io.BufferedReader(raw)
+    elif not unbuffered:
+        buffered = io.BufferedWriter(raw)
     return io.TextIOWrapper(
         buffered,
         encoding=like.encoding,
         errors=like.errors,
-        line_buffering=name == "stderr" or (tty and name == "stdout"),
-        write_through=like.write_through,
+        newline="\n",
+        line_buffering=not unbuffered and not reading and (name == "stderr" or os.isatty(fd)),
+        write_through=bool(unbuffered) and not reading,
     )
 
 
 def _run(script: str) -> int:
-    """`python script`'s exit status, the script run as __main__."""
+    """`python script`'s exit status: the script's code run in a new __main__ module, as there."""
+    main = types.ModuleType("__main__")
+    main.__file__ = script
+    main.__builtins__ = builtins
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", script)
+    sys.modules["__main__"] = main
     try:
-        runpy.run_path(script, run_name="__main__")
+        with open(script, "rb") as file:
+            code = compile(file.read(), script, "exec")
+        exec(code, main.__dict__)
     except SystemExit as exc:
         if exc.code is None:
             return 0

@@ -27,13 +27,18 @@ delegate(__name__)
 
 import atexit
 import os
+import signal
 import sys
 import threading
 
 import nncompress.warm
+from nncompress.fileio import write_text
 
 print("served" if nncompress.warm._SERVED else "cold", file=sys.stderr)
-print(sys.argv, os.getcwd(), os.environ.get("CHOSEN"), oct(os.umask(0)), sys.path[0] == os.path.dirname(__file__))
+print(sys.argv, os.getcwd(), os.environ.get("CHOSEN"), sys.path[0] == os.path.dirname(os.path.realpath(__file__)))
+print(sys.modules["__main__"].__file__ == __file__, signal.getsignal(signal.SIGHUP) == signal.SIG_IGN)
+write_text("out.txt", "x")
+print(oct(os.stat("out.txt").st_mode & 0o777), sys.stdout.line_buffering, sys.stderr.line_buffering)
 print("to stderr", file=sys.stderr)
 atexit.register(lambda: print("atexit ran"))
 threading.Thread(target=lambda: print("thread joined")).start()
@@ -55,16 +60,29 @@ def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_script(place: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_script(
+    place: Path, *args: str, umask: int = 0o027, nohup: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    def prepare() -> None:
+        os.umask(umask)
+        if nohup:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
     return subprocess.run(
-        [sys.executable, str(place / "script.py"), *args],
+        [sys.executable, "../script.py", *args],
         cwd=place / "work",
         env={**os.environ, "CHOSEN": "x", **env},
         capture_output=True,
         text=True,
         timeout=120,
-        preexec_fn=lambda: os.umask(0o027),
+        preexec_fn=prepare,
     )
+
+
+def start_script(place: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "CHOSEN": "x"}  # as run_script's: the same server
+    args_ = [sys.executable, "../script.py", *args]
+    return subprocess.Popen(args_, cwd=place / "work", env=env, stdout=subprocess.PIPE, text=True)
 
 
 def sockets(place: Path) -> list[Path]:
@@ -79,20 +97,22 @@ def wait_for_server(place: Path) -> None:
 
 
 def test_a_served_run_is_the_cold_run(place: Path) -> None:
-    cold = run_script(place, "3", NNCOMPRESS_WARM="0")
-    assert cold.stderr.splitlines()[0] == "cold"
-    assert not sockets(place), "NNCOMPRESS_WARM=0 starts no server"
-    first = run_script(place, "3")  # starts a server and runs cold meanwhile
+    """The same output, exit status, argv (as typed), cwd, environment, __main__, file modes (the
+    client's umask, not the server's), ignored signals (nohup), stream buffering, atexit, threads."""
+    first = run_script(place, "3", umask=0o022)  # starts a server and runs cold meanwhile
     assert first.stderr.splitlines()[0] == "cold"
     wait_for_server(place)
-    served = run_script(place, "3")
-    assert served.stderr.splitlines()[0] == "served"
-    for run in (first, served):
-        assert run.returncode == cold.returncode == 3
-        assert run.stdout == cold.stdout
-        assert run.stderr.splitlines()[1:] == cold.stderr.splitlines()[1:]
-    assert "'3'] " in cold.stdout and " x 0o27 True" in cold.stdout
-    assert "atexit ran" in cold.stdout and "thread joined" in cold.stdout
+    for umask, nohup in ((0o027, False), (0o077, True)):
+        cold = run_script(place, "3", umask=umask, nohup=nohup, NNCOMPRESS_WARM="0")
+        assert cold.stderr.splitlines()[0] == "cold"
+        served = run_script(place, "3", umask=umask, nohup=nohup)
+        assert served.stderr.splitlines()[0] == "served"
+        assert served.returncode == cold.returncode == 3
+        assert served.stdout == cold.stdout
+        assert served.stderr.splitlines()[1:] == cold.stderr.splitlines()[1:]
+        expected = f"['../script.py', '3'] {place / 'work'} x True\nTrue {nohup}\n{oct(0o666 & ~umask)} "
+        assert cold.stdout.startswith(expected)
+        assert "atexit ran" in cold.stdout and "thread joined" in cold.stdout
 
 
 def test_signals_reach_the_served_script_and_its_end_is_the_clients(place: Path) -> None:
@@ -100,7 +120,7 @@ def test_signals_reach_the_served_script_and_its_end_is_the_clients(place: Path)
         "from nncompress.warm import delegate\n\ndelegate(__name__)\n\n"
         "import os, signal, sys, time\n\n"
         "if sys.argv[1] == 'wait':\n"
-        "    try:\n        print('ready', flush=True)\n        time.sleep(60)\n"
+        "    try:\n        print(os.getpid(), flush=True)\n        time.sleep(60)\n"
         "    except KeyboardInterrupt:\n        sys.exit(7)\n"
         "os.kill(os.getpid(), signal.SIGTERM)\n"
     )
@@ -108,14 +128,47 @@ def test_signals_reach_the_served_script_and_its_end_is_the_clients(place: Path)
     wait_for_server(place)
     killed = run_script(place, "term")
     assert killed.returncode == -signal.SIGTERM
-    client = subprocess.Popen(
-        [sys.executable, str(place / "script.py"), "wait"], cwd=place / "work", stdout=subprocess.PIPE, text=True
-    )
-    assert client.stdout is not None and client.stdout.readline() == "ready\n"
+    client = start_script(place, "wait")
+    assert client.stdout is not None and int(client.stdout.readline()) != client.pid, "served"
     started = time.monotonic()
     client.send_signal(signal.SIGINT)
     assert client.wait(timeout=30) == 7
     assert time.monotonic() - started < 30
+
+
+def test_nothing_starts_a_server_with_warm_off(place: Path) -> None:
+    assert run_script(place, "0", NNCOMPRESS_WARM="0").stderr.splitlines()[0] == "cold"
+    time.sleep(1)
+    assert not sockets(place) and not list((place / "tmp").glob("*/*.starting"))
+
+
+def test_a_run_whose_client_dies_dies_too(place: Path) -> None:
+    """A client killed outright (SIGKILL: nothing forwarded) takes its served run with it, as a
+    killed process group takes a cold stage: no orphan goes on writing outputs."""
+    (place / "script.py").write_text(
+        "from nncompress.warm import delegate\n\ndelegate(__name__)\n\n"
+        "import os, sys, time\n\nif sys.argv[1] == 'wait':\n    print(os.getpid(), flush=True)\n    time.sleep(60)\n"
+    )
+    run_script(place, "start")  # cold, and starts the server
+    wait_for_server(place)
+    client = start_script(place, "wait")
+    assert client.stdout is not None
+    child = int(client.stdout.readline())
+    assert child != client.pid, "served"
+    client.kill()
+    client.wait()
+    deadline = time.monotonic() + 20
+    while alive(child):
+        assert time.monotonic() < deadline, "the served run outlived its client"
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_server_exits_when_idle(place: Path, monkeypatch: pytest.MonkeyPatch) -> None:
