@@ -22,6 +22,7 @@ nncompress.runner (no PyTorch).
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import contextlib
 import hashlib
@@ -108,11 +109,13 @@ def delegate(name: str) -> None:
             ended = json.loads(reader.readline() or b"{}")
         except (OSError, ValueError):
             ended = {}
-    if "signal" in ended:
-        signal.signal(ended["signal"], signal.SIG_DFL)
+    if "signal" in ended:  # end as the run ended: killed by that signal (SIGKILL's cannot be set)
+        with contextlib.suppress(OSError):
+            signal.signal(ended["signal"], signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [ended["signal"]])
         os.kill(os.getpid(), ended["signal"])
-    if "exit" not in ended and "signal" not in ended:
+        os._exit(128 + ended["signal"])  # if it could not kill this process, as a shell reports it
+    if "exit" not in ended:
         print("error: the warm stage server stopped before this run ended (NNCOMPRESS_WARM=0: cold)", file=sys.stderr)
     os._exit(ended.get("exit", 1))
 
@@ -250,7 +253,7 @@ def serve(path: str) -> None:
         listener.listen(16)
         os.replace(temporary, sock_path)  # appears ready, at once
         inode = sock_path.stat().st_ino
-    except Exception as exc:  # noqa: BLE001 - the stages run cold and say what is wrong themselves
+    except BaseException as exc:  # noqa: BLE001 - the stages run cold and say what is wrong themselves
         sock_path.with_suffix(".failed").write_text(f"{type(exc).__name__}: {exc}\n")
         return
     finally:
@@ -281,9 +284,12 @@ class _Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # a child's end wakes the loop (through the pipe)
 
     def loop(self) -> None:
+        """Serve until idle, replaced or stale; then take no more runs, and wait for the running ones."""
         last = time.monotonic()
-        while True:
-            watched = [self.listener, self.wake[0], *self.running.values()]
+        listening = True
+        while listening or self.running:
+            alive = [conn for pid, conn in self.running.items() if pid not in self.killed]
+            watched = [self.wake[0], *alive, *([self.listener] if listening else [])]
             ready, _, _ = select.select(watched, [], [], 1.0)
             if self.wake[0] in ready:
                 with contextlib.suppress(BlockingIOError):
@@ -293,20 +299,29 @@ class _Server:
                 if conn in ready and pid not in self.killed and _closed(conn):  # the client died: its run too
                     _kill_group(pid, signal.SIGKILL)
                     self.killed.add(pid)
-            if self.listener in ready:
-                conn, _ = self.listener.accept()
+            if listening and self.listener in ready:
+                try:
+                    conn, _ = self.listener.accept()
+                except OSError:  # out of file descriptors, say: that client runs cold
+                    continue
                 if _loaded_files() != self.loaded:  # a library changed on disk: a new server will load it
                     with conn, contextlib.suppress(OSError):
                         conn.sendall(b'{"stale": true}\n')
-                    self._unlink()
-                    return
+                    listening = self._stop_listening()
+                    continue
                 self._fork_run(conn)
                 last = time.monotonic()
             if self.running:
                 last = time.monotonic()
-            elif time.monotonic() - last > self.idle or not self._still_ours():
-                self._unlink()
-                return
+            elif listening and (time.monotonic() - last > self.idle or not self._still_ours()):
+                listening = self._stop_listening()
+
+    def _stop_listening(self) -> bool:
+        if self._still_ours():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        self.listener.close()
+        return False
 
     def _still_ours(self) -> bool:
         """Whether the socket's path is still this server's (a newer server may have replaced it)."""
@@ -314,11 +329,6 @@ class _Server:
             return self.path.stat().st_ino == self.inode
         except OSError:
             return False
-
-    def _unlink(self) -> None:
-        if self._still_ours():
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
 
     def _reap(self) -> None:
         """Tell the clients of finished children how each ended."""
@@ -330,6 +340,7 @@ class _Server:
             if pid == 0:
                 return
             conn = self.running.pop(pid, None)
+            self.killed.discard(pid)
             if conn is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -352,7 +363,13 @@ class _Server:
                 os.close(fd)
             conn.close()
             return
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # out of memory or processes: that client runs cold
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            return
         if pid == 0:
             self._child(conn, fds, request)
         with contextlib.suppress(OSError):
@@ -371,8 +388,11 @@ class _Server:
             os.setpgid(0, 0)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for signum in request["ignored"]:
-            signal.signal(signum, signal.SIG_IGN)
+        for signum in _FORWARDED:  # the client's dispositions, not those of whoever started the server
+            if signum in request["ignored"]:
+                signal.signal(signum, signal.SIG_IGN)
+            else:
+                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
         for sock in (self.listener, conn, *self.running.values()):  # only the server talks to clients
             sock.close()
         for fd in self.wake:
@@ -380,12 +400,16 @@ class _Server:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
-        old_streams = _adopt(request)
-        code = _run(request["script"])
-        for stream in old_streams:  # modules may hold the server's stream objects: now over the same fds
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        quick_exit(code)  # threads joined, atexit run, streams flushed: as a cold exit
+        # Modules may hold the server's stream objects, now over the same fds: flushed after the
+        # script's own atexit handlers (which run first: last in, first out).
+        atexit.register(_flush, _adopt(request))
+        quick_exit(_run(request["script"]))  # threads joined, atexit run, streams flushed: as a cold exit
+
+
+def _flush(streams: list[io.TextIOWrapper]) -> None:
+    for stream in streams:
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
 
 
 def _closed(conn: socket.socket) -> bool:
@@ -446,12 +470,13 @@ def _run(script: str) -> int:
     """`python script`'s exit status: the script's code run in a new __main__ module, as there."""
     main = types.ModuleType("__main__")
     main.__file__ = script
+    main.__cached__ = None
     main.__builtins__ = builtins
     main.__loader__ = importlib.machinery.SourceFileLoader("__main__", script)
     sys.modules["__main__"] = main
     try:
         with open(script, "rb") as file:
-            code = compile(file.read(), script, "exec")
+            code = compile(file.read(), script, "exec", dont_inherit=True)
         exec(code, main.__dict__)
     except SystemExit as exc:
         if exc.code is None:
@@ -460,13 +485,24 @@ def _run(script: str) -> int:
             return exc.code
         print(exc.code, file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # as Python ends on one: the traceback, then killed by SIGINT
-        sys.excepthook(*sys.exc_info())
+    except KeyboardInterrupt as exc:  # as Python ends on one: traceback, exit handlers, killed by SIGINT
+        _report(exc)
+        getattr(threading, "_shutdown", lambda: None)()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
         sys.stderr.flush()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
         return 128 + signal.SIGINT
-    except BaseException:  # noqa: BLE001 - reported as Python reports an uncaught exception
-        sys.excepthook(*sys.exc_info())
+    except BaseException as exc:  # noqa: BLE001 - reported as Python reports an uncaught exception
+        _report(exc)
         return 1
     return 0
+
+
+def _report(exc: BaseException) -> None:
+    """The traceback Python prints, from the script's frames (not this module's)."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code is _run.__code__:
+        tb = tb.tb_next
+    sys.excepthook(type(exc), exc, tb)
