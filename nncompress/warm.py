@@ -447,23 +447,23 @@ def _adopt(request: dict[str, Any]) -> list[io.TextIOWrapper]:
     return old
 
 
-def _stream(fd: int, like: io.TextIOWrapper, name: str, unbuffered: int) -> io.TextIOWrapper:
-    """A standard stream over `fd`, as Python makes it at start-up for that file (-u: unbuffered)."""
+def _stream(fd: int, like: io.TextIOWrapper, name: str, unbuffered: bool) -> io.TextIOWrapper:
+    """A standard stream over `fd`, as Python makes it at start-up (stdin always buffered; -u: the
+    others unbuffered; the buffer sized by the file; named <stdout> and so on)."""
     reading = name == "stdin"
-    raw = io.FileIO(fd, "r" if reading else "w", closefd=False)
-    buffered: Any = raw
-    if reading:
-        buffered = io.BufferedReader(raw)
-    elif not unbuffered:
-        buffered = io.BufferedWriter(raw)
-    return io.TextIOWrapper(
-        buffered,
+    binary = open(fd, "rb" if reading else "wb", buffering=0 if unbuffered and not reading else -1, closefd=False)  # noqa: SIM115 - the stream outlives this function
+    raw = binary if isinstance(binary, io.FileIO) else binary.raw
+    raw.name = f"<{name}>"
+    text = io.TextIOWrapper(
+        binary,
         encoding=like.encoding,
         errors=like.errors,
         newline="\n",
         line_buffering=not unbuffered and not reading and (name == "stderr" or os.isatty(fd)),
-        write_through=bool(unbuffered) and not reading,
+        write_through=unbuffered and not reading,
     )
+    text.mode = "r" if reading else "w"
+    return text
 
 
 def _run(script: str) -> int:

@@ -39,7 +39,7 @@ print(sys.argv, os.getcwd(), os.environ.get("CHOSEN"), sys.path[0] == os.path.di
 print(type(__loader__).__name__, __spec__, signal.getsignal(signal.SIGHUP) == signal.SIG_IGN)
 print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 write_text("out.txt", "x")
-print(oct(os.stat("out.txt").st_mode & 0o777), sys.stdout.line_buffering, sys.stderr.line_buffering)
+print(oct(os.stat("out.txt").st_mode & 0o777), sys.stdout.line_buffering, sys.stderr.line_buffering, sys.stdout.name)
 print("to stderr", file=sys.stderr)
 atexit.register(lambda: print("atexit ran"))
 threading.Thread(target=lambda: print("thread joined")).start()
@@ -124,10 +124,9 @@ def test_signals_reach_the_served_script_and_its_end_is_the_clients(place: Path)
     (place / "script.py").write_text(
         "from nncompress.warm import delegate\n\ndelegate(__name__)\n\n"
         "import os, signal, sys, time\n\n"
-        "print(os.getpid(), flush=True)\n"
-        "if sys.argv[1] == 'wait':\n"
-        "    try:\n        time.sleep(60)\n"
-        "    except KeyboardInterrupt:\n        sys.exit(7)\n"
+        "try:\n    print(os.getpid(), flush=True)\n"
+        "    if sys.argv[1] == 'wait':\n        time.sleep(60)\n"
+        "except KeyboardInterrupt:\n    sys.exit(7)\n"
         "os.kill(os.getpid(), getattr(signal, sys.argv[1]))\n"
     )
     run_script(place, "SIGTERM")
