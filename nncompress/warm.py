@@ -43,6 +43,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+from nncompress import fileio
 from nncompress.runner import quick_exit
 
 IDLE = 60.0  # seconds a server waits for a run before it exits (NNCOMPRESS_WARM_IDLE overrides)
@@ -87,7 +88,7 @@ def delegate(name: str) -> None:
             "argv": sys.argv,
             "cwd": os.getcwd(),
             "env": dict(os.environ),
-            "umask": _umask(),
+            "umask": fileio._umask(),  # as the outputs' modes are made from it
             "ignored": [int(s) for s in ignored],
             "unbuffered": isinstance(getattr(sys.stdout, "buffer", None), io.FileIO),  # -u, PYTHONUNBUFFERED
         }
@@ -152,12 +153,6 @@ def _kill_group(pid: int, signum: int) -> None:
             os.killpg(pid, signum)
         except ProcessLookupError:  # not yet a group of its own
             os.kill(pid, signum)
-
-
-def _umask() -> int:
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def socket_path() -> Path | None:
