@@ -124,19 +124,32 @@ class _Stack:
 class _Gathered:
     """Lanes whose weights are computed from other parameters (shared weights: centroids): each
     step stacks what every model's layers compute (after the hooks, so it sees what they change),
-    and each model's own SGD optimiser updates its own parameters, exactly as in `fit`."""
+    and each model's own SGD optimiser updates its own parameters, exactly as in `fit`.
 
-    def __init__(self, models: list[nn.Module], momentum: float, weight_decay: float):
+    A layer that is shared values at fixed positions in every lane (and no hook can change that)
+    has its values written into one stack kept from step to step (`_Scattered`), not computed
+    per lane into a new tensor and stacked."""
+
+    def __init__(self, models: list[nn.Module], momentum: float, weight_decay: float, hooked: bool):
         self.models = models
         self.names: tuple[str, ...] = models[0].layer_names
         self.optimizers = [training.SGD(m.parameters(), momentum, weight_decay) for m in models]
         self.weight: dict[str, torch.Tensor] = {}
         self.bias: dict[str, torch.Tensor] = {}
+        self.scattered: dict[str, tuple[torch.Tensor, list[nn.Module]]] = {}
+        for name in self.names if not hooked else ():
+            shared = [_scattered(getattr(m, name)) for m in models]
+            if all(s is not None for s in shared):
+                self.scattered[name] = (torch.zeros(len(models), *shared[0].mask.shape), shared)
 
     def gather(self) -> None:
         for name in self.names:
             layers = [getattr(m, name) for m in self.models]
-            self.weight[name] = torch.stack([_forward_weight(layer) for layer in layers])
+            if name in self.scattered:
+                _, shared = self.scattered[name]
+                self.weight[name] = _Scattered.apply(self.scattered[name], *(s.centroids for s in shared))
+            else:
+                self.weight[name] = torch.stack([_forward_weight(layer) for layer in layers])
             self.bias[name] = torch.stack([layer.bias for layer in layers]).unsqueeze(1)
 
     def step(self, loss: torch.Tensor, lr: float) -> None:
@@ -145,6 +158,44 @@ class _Gathered:
         loss.backward()
         for optimizer in self.optimizers:
             optimizer.step(lr)
+
+
+def _scattered(layer: nn.Module) -> nn.Module | None:
+    """The layer's weight parametrization if it is shared values at fixed positions, as
+    compress.quantize.SharedWeight computes it: zeros, scattered at `positions` with
+    `centroids[codes]` (the mask's shape); else None."""
+    chain = getattr(getattr(layer, "parametrizations", None), "weight", None)
+    if chain is None or len(chain) != 1 or _mask(layer) is not None:
+        return None
+    shared = chain[0]
+    parts = ("centroids", "codes", "positions", "mask")
+    return shared if all(isinstance(getattr(shared, n, None), torch.Tensor) for n in parts) else None
+
+
+class _Scattered(torch.autograd.Function):
+    """Every lane's shared weight, written into `stack` (zeros but at the lanes' fixed positions,
+    kept from step to step); the gradients as autograd computes them through SharedWeight's
+    scatter and index: gathered at the positions, then accumulated per centroid by code. (The stack
+    comes in a tuple, so autograd does not take it for an input that the forward pass changes.)"""
+
+    @staticmethod
+    def forward(ctx, lanes: tuple[torch.Tensor, list[nn.Module]], *centroids: torch.Tensor) -> torch.Tensor:
+        stack, shared = lanes
+        flat = stack.view(len(stack), -1)
+        for k, (s, c) in enumerate(zip(shared, centroids, strict=True)):
+            flat[k].scatter_(0, s.positions, c[s.codes])
+        ctx.shared = shared
+        ctx.sizes = [c.shape for c in centroids]
+        return stack.view(stack.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        flat = grad.reshape(len(grad), -1)
+        grads = [
+            torch.zeros(size, dtype=grad.dtype).index_put_((s.codes,), flat[k].gather(0, s.positions), accumulate=True)
+            for k, (s, size) in enumerate(zip(ctx.shared, ctx.sizes, strict=True))
+        ]
+        return (None, *grads)
 
 
 def _forward_weight(layer: nn.Module) -> torch.Tensor:
@@ -183,7 +234,28 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     """F.linear on every lane: one batched product, or lane by lane for products too small for it."""
     if x.shape[1] * weight.shape[1] * weight.shape[2] < _SMALL:
         return torch.stack([F.linear(a, w, b[0]) for a, w, b in zip(x, weight, bias, strict=True)])
-    return torch.baddbmm(bias, x, weight.transpose(1, 2))
+    return _BatchedLinear.apply(x, weight, bias)
+
+
+class _BatchedLinear(torch.autograd.Function):
+    """`baddbmm(bias, x, weight.transpose(1, 2))` whose weight gradient comes out in the weight's own
+    layout, each lane's `grad.T @ x` as F.linear's backward computes it. Autograd's baddbmm backward
+    computes `x.T @ grad` and hands the weight its transpose: a view whose every element-wise
+    operation with the contiguous momentum, mask and weight then takes a strided loop, three times
+    as slow as the optimiser's whole update (the same floats either way)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias, x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad.bmm(weight) if ctx.needs_input_grad[0] else None
+        grad_weight = grad.transpose(1, 2).bmm(x) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None  # as broadcasting's
+        return grad_x, grad_weight, grad_bias
 
 
 def _forward(stack: _Stack | _Gathered, x: torch.Tensor, lanes: list[Lane], p: float, act: nn.Module) -> torch.Tensor:
@@ -216,7 +288,8 @@ def _sgd_step(
 
     A masked weight gets no gradient, as under torch.nn.utils.prune's hook, so its momentum decays
     and, from a zero start, stays zero, and so does the weight. Only after a hook has changed a
-    lane's mask can a masked momentum hold an old value: that lane's weights are masked again.
+    lane's mask can a masked momentum hold an old value (which `fit` keeps too: a weight that a
+    later mask revives goes on with it): that lane's weights are masked again.
     """
     params = stack.params()
     first = bufs[0] is None
@@ -257,7 +330,7 @@ def fit_many(
     orders = [torch.Generator().manual_seed(lane.seed) for lane in lanes]
     hooked = [k for k, lane in enumerate(lanes) if lane.before_step is not None]
     if not _plain(models):
-        gathered = _Gathered(models, momentum, weight_decay)
+        gathered = _Gathered(models, momentum, weight_decay, bool(hooked))
         stack = None
     else:
         stack = _Stack(models)

@@ -95,6 +95,12 @@ class OptimiserConfig(Section):
     shuffle: bool
     device: Device
 
+    def sgd(self) -> dict[str, Any]:
+        """What this block sets of `training.fit`'s and `batched.fit_many`'s keyword arguments, but
+        for `epochs` (a caller's budget may differ) and `device`."""
+        names = ("batch_size", "lr", "momentum", "weight_decay", "schedule", "shuffle")
+        return {name: getattr(self, name) for name in names}
+
 
 class TrainConfig(OptimiserConfig):
     seed: Seed  # weight init, dropout and shuffling

@@ -6,6 +6,7 @@ import argparse
 import atexit
 import contextlib
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from nncompress.errors import PipelineError
-
-QUICK_EXIT = True  # off where stages run inside another process (tests/stage_driver.py)
 
 
 def run_stage(main: Callable[[], None]) -> None:
@@ -38,26 +37,29 @@ def run_stage(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         code = 130
-    if QUICK_EXIT and _runs_alone(main):
+    if _runs_alone(main):
         quick_exit(code)
     sys.exit(code)
 
 
 def _runs_alone(main: Callable[[], None]) -> bool:
     """Whether the stage is the program itself, not run by a tool that works after it returns
-    (`python -m cProfile`, `python -m trace`): its __main__ module is then the tool."""
+    (`python -m cProfile`, `python -m trace`, tests/stage_driver.py): its __main__ module is then
+    the tool."""
     program = getattr(sys.modules.get("__main__"), "__file__", None)
     script = main.__globals__.get("__file__")
     return program is not None and script is not None and os.path.realpath(program) == os.path.realpath(script)
 
 
-def quick_exit(code: int) -> NoReturn:
+def quick_exit(code: int, killed_by: signal.Signals | None = None) -> NoReturn:
     """End the process as the interpreter would, without tearing its modules down one by one.
 
     With PyTorch, pandas and matplotlib loaded that teardown takes 0.7 s here, in every stage. What a
     program can see of an exit still happens, in the interpreter's order: other (non-daemon) threads
     are joined, atexit handlers run (weakref finalizers, temporary folders), the standard streams
     are flushed. Files the stages write are closed before they return (fileio writes them whole).
+    With `killed_by`, the process then ends killed by that signal, as Python ends on an uncaught
+    KeyboardInterrupt (SIGINT), so that the shell or DVC above sees an interrupt.
     """
     shutdown = getattr(threading, "_shutdown", None)  # what the interpreter calls first at exit
     if shutdown is not None:
@@ -72,6 +74,9 @@ def quick_exit(code: int) -> NoReturn:
         import ctypes
 
         ctypes.CDLL(None).fflush(None)
+    if killed_by is not None:
+        signal.signal(killed_by, signal.SIG_DFL)
+        os.kill(os.getpid(), killed_by)
     os._exit(code)
 
 

@@ -310,15 +310,10 @@ def train_model(
         train,
         val,
         epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        schedule=cfg.schedule,
-        shuffle=cfg.shuffle,
         seed=cfg.seed,
         log_every=cfg.log_every if log_every is None else log_every,
         device=device,
         iterations=iterations,
+        **cfg.sgd(),
     )
     return model, log

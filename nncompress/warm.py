@@ -482,13 +482,7 @@ def _run(script: str) -> int:
         return 1
     except KeyboardInterrupt as exc:  # as Python ends on one: traceback, exit handlers, killed by SIGINT
         _report(exc)
-        getattr(threading, "_shutdown", lambda: None)()
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        return 128 + signal.SIGINT
+        quick_exit(128 + signal.SIGINT, killed_by=signal.SIGINT)
     except BaseException as exc:  # noqa: BLE001 - reported as Python reports an uncaught exception
         _report(exc)
         return 1

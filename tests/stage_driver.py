@@ -9,16 +9,14 @@ Usage: python tests/stage_driver.py CASES.json RESULTS.json   (CASES.json: {name
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
-import runpy
 import sys
 import tempfile
 import traceback
 import warnings
 from pathlib import Path
-
-from nncompress import runner
 
 
 def run(folder: str, argv: list[str]) -> dict[str, object]:
@@ -32,7 +30,10 @@ def run(folder: str, argv: list[str]) -> dict[str, object]:
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
         try:
-            runpy.run_path(argv[0], run_name="__main__")
+            # As __main__, but not in sys.modules: the script is not the program, so its stage ends
+            # by returning here (runner.quick_exit would end this process).
+            code_object = compile(Path(argv[0]).read_bytes(), argv[0], "exec", dont_inherit=True)
+            exec(code_object, {"__name__": "__main__", "__file__": argv[0], "__builtins__": builtins})
         except SystemExit as exc:
             code = exc.code
         except BaseException:  # as the interpreter would: the traceback on stderr, exit 1
@@ -56,7 +57,6 @@ def run(folder: str, argv: list[str]) -> dict[str, object]:
 
 def main() -> None:
     os.environ["NNCOMPRESS_WARM"] = "0"  # every case runs here, none in a warm stage server
-    runner.QUICK_EXIT = False  # a stage's end is the end of its case, not of this process
     cases, outcome = (Path(arg).resolve() for arg in sys.argv[1:3])  # before a case replaces sys.argv
     results = {name: run(folder, argv) for name, (folder, argv) in json.loads(cases.read_text()).items()}
     outcome.write_text(json.dumps(results))

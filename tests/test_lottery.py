@@ -173,13 +173,10 @@ def full_run_snapshots(params, data):
         data["train"],
         data["val"],
         epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        shuffle=cfg.shuffle,
         seed=cfg.seed,
         log_every=1,
         before_step=lambda i: snapshots.append(clone(model.state_dict())),
+        **cfg.sgd(),
     )
     snapshots.append(clone(model.state_dict()))
     return snapshots

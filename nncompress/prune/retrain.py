@@ -63,18 +63,7 @@ class Retrainer:
                 self._fit(lane.model, lane.seed, lane.before_step)
 
     def _fit_many(self, lanes: list[Lane]) -> None:
-        opt = self.opt
-        fit_many(
-            lanes,
-            *self.train,
-            epochs=self.epochs,
-            batch_size=opt.batch_size,
-            lr=opt.lr,
-            momentum=opt.momentum,
-            weight_decay=opt.weight_decay,
-            schedule=opt.schedule,
-            shuffle=opt.shuffle,
-        )
+        fit_many(lanes, *self.train, epochs=self.epochs, **self.opt.sgd())
 
     def _fit(self, model: nn.Module, seed: int, before_step: Callable[[int], None] | None) -> None:
         fit(
@@ -82,14 +71,9 @@ class Retrainer:
             self.train,
             self.val,
             epochs=self.epochs,
-            batch_size=self.opt.batch_size,
-            lr=self.opt.lr,
-            momentum=self.opt.momentum,
-            weight_decay=self.opt.weight_decay,
-            schedule=self.opt.schedule,
-            shuffle=self.opt.shuffle,
             seed=seed,
             desc="fine-tune",
             before_step=before_step,
             device=self.device,
+            **self.opt.sgd(),
         )
