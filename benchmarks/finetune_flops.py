@@ -64,7 +64,8 @@ def finetune_seconds(iterations: int, lanes: int = 0) -> float:
     models = [MLP() for _ in range(max(lanes, 1))]
     for model in models:
         unstructured("magnitude", "layer")(model, 0.9)
-    opt = OptimiserConfig(epochs=1, batch_size=BATCH, lr=0.01, momentum=0.9, shuffle=True, device="cpu")
+    sgd = {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "schedule": "constant", "shuffle": True}
+    opt = OptimiserConfig(epochs=1, batch_size=BATCH, device="cpu", **sgd)
     retrain = Retrainer(train, train, opt, epochs=1)
     start = time.perf_counter()
     if lanes:

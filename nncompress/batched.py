@@ -126,9 +126,9 @@ class _Gathered:
     step stacks what every model's layers compute (after the hooks, so it sees what they change),
     and each model's own SGD optimiser updates its own parameters, exactly as in `fit`.
 
-    A layer that is shared values at fixed positions in every lane (and no hook can change that)
-    has its values written into one stack kept from step to step (`_Scattered`), not computed
-    per lane into a new tensor and stacked."""
+    A layer that is shared values at fixed positions in every lane has its values written into
+    one stack kept from step to step (`_Scattered`), not computed per lane into a new tensor and
+    stacked; not when a lane has a hook (`hooked`), which could change the positions or codes."""
 
     def __init__(self, models: list[nn.Module], momentum: float, weight_decay: float, hooked: bool):
         self.models = models
@@ -140,7 +140,9 @@ class _Gathered:
         for name in self.names if not hooked else ():
             shared = [_scattered(getattr(m, name)) for m in models]
             if all(s is not None for s in shared):
-                self.scattered[name] = (torch.zeros(len(models), *shared[0].mask.shape), shared)
+                like = shared[0].centroids
+                stack = torch.zeros(len(models), *shared[0].mask.shape, dtype=like.dtype, device=like.device)
+                self.scattered[name] = (stack, shared)
 
     def gather(self) -> None:
         for name in self.names:
@@ -161,22 +163,25 @@ class _Gathered:
 
 
 def _scattered(layer: nn.Module) -> nn.Module | None:
-    """The layer's weight parametrization if it is shared values at fixed positions, as
-    compress.quantize.SharedWeight computes it: zeros, scattered at `positions` with
-    `centroids[codes]` (the mask's shape); else None."""
+    """The layer's weight parametrization if it is compress.quantize.SharedWeight alone: zeros,
+    scattered at `positions` with `centroids[codes]` (the mask's shape); else None."""
+    from nncompress.compress.quantize import SharedWeight  # here: quantize imports what imports this module
+
     chain = getattr(getattr(layer, "parametrizations", None), "weight", None)
     if chain is None or len(chain) != 1 or _mask(layer) is not None:
         return None
-    shared = chain[0]
-    parts = ("centroids", "codes", "positions", "mask")
-    return shared if all(isinstance(getattr(shared, n, None), torch.Tensor) for n in parts) else None
+    return chain[0] if type(chain[0]) is SharedWeight else None
 
 
 class _Scattered(torch.autograd.Function):
     """Every lane's shared weight, written into `stack` (zeros but at the lanes' fixed positions,
     kept from step to step); the gradients as autograd computes them through SharedWeight's
     scatter and index: gathered at the positions, then accumulated per centroid by code. (The stack
-    comes in a tuple, so autograd does not take it for an input that the forward pass changes.)"""
+    comes in a tuple, so autograd does not take it for an input that the forward pass changes.)
+
+    Each step's forward pass overwrites the values the previous step's returned: safe, as that
+    step's graph has been used and freed by then (and a view of the stack saved in a graph still
+    alive would make its backward pass fail on the stack's version counter, not compute wrong)."""
 
     @staticmethod
     def forward(ctx, lanes: tuple[torch.Tensor, list[nn.Module]], *centroids: torch.Tensor) -> torch.Tensor:
@@ -192,7 +197,7 @@ class _Scattered(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         flat = grad.reshape(len(grad), -1)
         grads = [
-            torch.zeros(size, dtype=grad.dtype).index_put_((s.codes,), flat[k].gather(0, s.positions), accumulate=True)
+            grad.new_zeros(size).index_put_((s.codes,), flat[k].gather(0, s.positions), accumulate=True)
             for k, (s, size) in enumerate(zip(ctx.shared, ctx.sizes, strict=True))
         ]
         return (None, *grads)
@@ -288,8 +293,9 @@ def _sgd_step(
 
     A masked weight gets no gradient, as under torch.nn.utils.prune's hook, so its momentum decays
     and, from a zero start, stays zero, and so does the weight. Only after a hook has changed a
-    lane's mask can a masked momentum hold an old value (which `fit` keeps too: a weight that a
-    later mask revives goes on with it): that lane's weights are masked again.
+    lane's mask can a masked momentum hold an old value, which `fit` keeps too (gradual pruning
+    folds its mask into the weights and prunes anew: a weight a random mask revives starts from
+    zero with that momentum, there as here): that lane's weights are masked again.
     """
     params = stack.params()
     first = bufs[0] is None

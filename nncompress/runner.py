@@ -59,7 +59,8 @@ def quick_exit(code: int, killed_by: signal.Signals | None = None) -> NoReturn:
     are joined, atexit handlers run (weakref finalizers, temporary folders), the standard streams
     are flushed. Files the stages write are closed before they return (fileio writes them whole).
     With `killed_by`, the process then ends killed by that signal, as Python ends on an uncaught
-    KeyboardInterrupt (SIGINT), so that the shell or DVC above sees an interrupt.
+    KeyboardInterrupt (SIGINT), so that the shell or DVC above sees an interrupt (from the main
+    thread only, where signal handlers can be set).
     """
     shutdown = getattr(threading, "_shutdown", None)  # what the interpreter calls first at exit
     if shutdown is not None:
@@ -69,7 +70,7 @@ def quick_exit(code: int, killed_by: signal.Signals | None = None) -> NoReturn:
         try:
             stream.flush()
         except (OSError, ValueError):  # a full disk or a broken pipe: exit 120, as Python does
-            code = code or 120
+            code = 120
     with contextlib.suppress(OSError, AttributeError):  # C libraries' printf buffers, as exit() flushes them
         import ctypes
 

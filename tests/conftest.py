@@ -345,7 +345,7 @@ def mnist_available() -> None:
 
 def unbatched_retrainer(*args: Any) -> Any:
     """A Retrainer that trains every model with `fit`, one after another: the reference that
-    its batched path (a lone MLP as a batch of one, a lockstep run's lanes) must match."""
+    its batched path (a lockstep run's lanes) must match."""
     from nncompress.prune.retrain import Retrainer
 
     class Unbatched(Retrainer):

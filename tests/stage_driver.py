@@ -1,6 +1,8 @@
 """Stage scripts run one after another in one process, each as `python <script> <args>` would run it
 (`__main__`, its own folder, command line and warning filters): its exit code and everything written
 to file descriptors 1 and 2 (Python's streams, C libraries, forked workers), as JSON in a file.
+Unlike there, the script's module is not sys.modules['__main__'] (this driver is): what the stages
+do not rely on (pickling a class of the script by reference), but what lets a stage end by returning.
 
 For test_stage_errors: a process per case would import torch and the package again every time.
 
@@ -33,7 +35,8 @@ def run(folder: str, argv: list[str]) -> dict[str, object]:
             # As __main__, but not in sys.modules: the script is not the program, so its stage ends
             # by returning here (runner.quick_exit would end this process).
             code_object = compile(Path(argv[0]).read_bytes(), argv[0], "exec", dont_inherit=True)
-            exec(code_object, {"__name__": "__main__", "__file__": argv[0], "__builtins__": builtins})
+            module = {"__name__": "__main__", "__file__": argv[0], "__builtins__": builtins}
+            exec(code_object, module | {"__spec__": None, "__package__": None, "__cached__": None})
         except SystemExit as exc:
             code = exc.code
         except BaseException:  # as the interpreter would: the traceback on stderr, exit 1

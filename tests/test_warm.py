@@ -141,6 +141,24 @@ def test_signals_reach_the_served_script_and_its_end_is_the_clients(place: Path)
     assert client.wait(timeout=30) == 7
 
 
+def test_an_uncaught_interrupt_ends_a_served_run_as_it_ends_a_cold_one(place: Path) -> None:
+    """Traceback, exit handlers, then killed by SIGINT, as Python ends on a KeyboardInterrupt."""
+    (place / "script.py").write_text(
+        "from nncompress.warm import delegate\n\ndelegate(__name__)\n\n"
+        "import atexit\n\nimport nncompress.warm\n\n"
+        "print('served' if nncompress.warm._SERVED else 'cold')\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "raise KeyboardInterrupt\n"
+    )
+    run_script(place)
+    wait_for_server(place)
+    for mode, env in (("cold", {"NNCOMPRESS_WARM": "0"}), ("served", {})):
+        run = run_script(place, **env)
+        assert run.returncode == -signal.SIGINT
+        assert run.stdout == f"{mode}\natexit ran\n"
+        assert run.stderr.startswith("Traceback") and run.stderr.endswith("KeyboardInterrupt\n")
+
+
 def test_nothing_starts_a_server_with_warm_off(place: Path) -> None:
     assert run_script(place, "0", NNCOMPRESS_WARM="0").stderr.splitlines()[0] == "cold"
     time.sleep(1)
