@@ -66,9 +66,11 @@ def run_script(
 ) -> subprocess.CompletedProcess[str]:
     def prepare() -> None:
         os.umask(umask)
-        if nohup:  # as `nohup cmd &` in a script: hang-ups and interrupts ignored
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # As `nohup cmd &` in a script: hang-ups and interrupts ignored; or not, whatever the
+        # dispositions pytest itself was started with (in the background of a script: ignored).
+        handler = signal.SIG_IGN if nohup else signal.SIG_DFL
+        signal.signal(signal.SIGHUP, handler)
+        signal.signal(signal.SIGINT, handler)
 
     return subprocess.run(
         [sys.executable, "../script.py", *args],
@@ -84,7 +86,15 @@ def run_script(
 def start_script(place: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "CHOSEN": "x"}  # as run_script's: the same server
     args_ = [sys.executable, "../script.py", *args]
-    return subprocess.Popen(args_, cwd=place / "work", env=env, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        args_, cwd=place / "work", env=env, stdout=subprocess.PIPE, text=True, preexec_fn=_default_signals
+    )
+
+
+def _default_signals() -> None:
+    """Ctrl-C and hang-ups handled as in a terminal, even if pytest runs where they are ignored."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def sockets(place: Path) -> list[Path]:
