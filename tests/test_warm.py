@@ -66,11 +66,11 @@ def run_script(
 ) -> subprocess.CompletedProcess[str]:
     def prepare() -> None:
         os.umask(umask)
-        # As `nohup cmd &` in a script: hang-ups and interrupts ignored; or not, whatever the
-        # dispositions pytest itself was started with (in the background of a script: ignored).
-        handler = signal.SIG_IGN if nohup else signal.SIG_DFL
-        signal.signal(signal.SIGHUP, handler)
-        signal.signal(signal.SIGINT, handler)
+        if nohup:  # as `nohup cmd &` in a script: hang-ups and interrupts ignored
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            _default_signals()
 
     return subprocess.run(
         [sys.executable, "../script.py", *args],
@@ -92,7 +92,8 @@ def start_script(place: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def _default_signals() -> None:
-    """Ctrl-C and hang-ups handled as in a terminal, even if pytest runs where they are ignored."""
+    """Ctrl-C and hang-ups handled as in a terminal, even where pytest runs with them ignored (in a
+    script's background job)."""
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
