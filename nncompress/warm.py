@@ -48,6 +48,9 @@ from nncompress.runner import quick_exit
 
 IDLE = 60.0  # seconds a server waits for a run before it exits (NNCOMPRESS_WARM_IDLE overrides)
 PRELOAD = ("pandas", "nncompress.config", "nncompress.plots", "nncompress.sweep")
+# The export stage's (0.9 s): imported once the first run is forked, while it works, so that the
+# server is not ready later for the first stages.
+LATER = ("onnx", "onnxscript", "torch.onnx._internal.exporter._core")
 FAILED_FOR = 600  # seconds after a server failed to start before another is tried
 _PER_COMMAND = {"DVC_STAGE", "PYTEST_CURRENT_TEST", "PWD", "OLDPWD", "_"}  # not part of the key
 _FORWARDED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
@@ -272,6 +275,7 @@ class _Server:
     def __init__(self, listener: socket.socket, path: Path, inode: int, idle: float, loaded: dict[str, int]):
         self.listener, self.path, self.inode, self.idle, self.loaded = listener, path, inode, idle, loaded
         self.running: dict[int, socket.socket] = {}  # child pid: its client's connection
+        self.later = list(LATER)
         self.killed: set[int] = set()
         self.wake = os.pipe()
         os.set_blocking(self.wake[1], False)
@@ -305,11 +309,24 @@ class _Server:
                     listening = self._stop_listening()
                     continue
                 self._fork_run(conn)
+                if self.later and not self._import_later():
+                    listening = self._stop_listening()
                 last = time.monotonic()
             if self.running:
                 last = time.monotonic()
             elif listening and (time.monotonic() - last > self.idle or not self._still_ours()):
                 listening = self._stop_listening()
+
+    def _import_later(self) -> bool:
+        """Import LATER (what cannot be imported is left to the runs); whether the server can still
+        fork: no thread started. The new modules' files join those watched for changes."""
+        for module in self.later:
+            with contextlib.suppress(Exception):
+                __import__(module)
+        self.later = []
+        for file, mtime in _loaded_files().items():
+            self.loaded.setdefault(file, mtime)
+        return threading.active_count() == 1
 
     def _stop_listening(self) -> bool:
         if self._still_ours():

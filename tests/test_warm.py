@@ -129,6 +129,23 @@ def test_a_served_run_is_the_cold_run(place: Path) -> None:
         assert "atexit ran" in cold.stdout and "thread joined" in cold.stdout
 
 
+def test_the_export_stages_modules_are_imported_once_the_first_run_is_forked(place: Path) -> None:
+    """The server is ready before it imports LATER; the runs after the first served one find them
+    imported (and a served run still starts from a server without threads)."""
+    (place / "script.py").write_text(
+        "from nncompress.warm import delegate\n"
+        "delegate(__name__)\n"
+        "import sys, threading\n"
+        "from nncompress import warm\n"
+        "print(warm._SERVED, all(m in sys.modules for m in warm.LATER), threading.active_count())\n"
+    )
+    run_script(place)  # starts the server, runs cold
+    wait_for_server(place)
+    first, second = run_script(place), run_script(place)
+    assert first.stdout == "True False 1\n", first.stderr
+    assert second.stdout == "True True 1\n", second.stderr
+
+
 def test_signals_reach_the_served_script_and_its_end_is_the_clients(place: Path) -> None:
     """Ctrl-C on the client interrupts the served script; a script killed by a signal (even
     SIGKILL, whose handler cannot be set) kills its client with it."""

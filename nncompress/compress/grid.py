@@ -75,12 +75,31 @@ def decoded(data: bytes) -> torch.nn.Module:
 
 
 @dataclasses.dataclass(frozen=True)
-class SparsityJob:
-    """Every bit width at one sparsity, as a job: prune once, then share, code and decode per width.
-    Seeded from (seed, sparsity) and (seed, sparsity, bits), so any process gives the same rows.
-    `net` is the model section the files record (None: an MLP's, read from the model)."""
+class PruneJob:
+    """One sparsity as a job: the pruned, fine-tuned model (pruning folded in, on the CPU, in eval
+    mode) and its test accuracy. Seeded from (seed, sparsity), as the sweeps: the same model as
+    their row at that rate, whichever process makes it."""
 
     prune: Callable[[float], torch.nn.Module]
+    test: Split
+    seed: int
+
+    def __call__(self, sparsity: float) -> tuple[torch.nn.Module, float]:
+        torch.manual_seed(rate_seed(self.seed, sparsity))
+        model = self.prune(sparsity)
+        make_permanent(model)
+        model = model.cpu().eval()
+        return model, accuracy(model, self.test)
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingJob:
+    """One (sparsity, bits) setting as a job: share the pruned model's weights, fine-tune the
+    shared values, code, decode and evaluate. Seeded from (seed, sparsity, bits), so any process
+    gives the same row and bytes. `net` is the model section the files record (None: an MLP's,
+    read from the model)."""
+
+    pruned: dict[float, tuple[torch.nn.Module, float]]  # PruneJob's result per sparsity
     retrain: Retrainer | None
     val: Split
     test: Split
@@ -89,36 +108,29 @@ class SparsityJob:
     seed: int
     net: NetConfig | None = None
 
-    def __call__(self, job: tuple[float, list[int]]) -> list[tuple[dict[str, Any], bytes]]:
-        sparsity, widths = job
-        torch.manual_seed(rate_seed(self.seed, sparsity))  # as the sweeps: same model as their row
-        model = self.prune(sparsity)
-        make_permanent(model)
-        model = model.cpu().eval()
-        pruned_acc = accuracy(model, self.test)
-        results = []
-        for bits in widths:
-            torch.manual_seed(setting_seed(self.seed, sparsity, bits))
-            shared, layers = share_and_finetune(model, bits, self.retrain)
-            data = codec.encode(shared, layers, self.net)
-            restored = decoded(data)
-            test_acc = accuracy(restored, self.test)
-            nonzero, _ = count_weights(restored)
-            row = {
-                "sparsity": sparsity,
-                "bits": bits,
-                "nonzero_weights": nonzero,
-                "macs": macs(restored),
-                "bytes": len(data),
-                "ratio": self.dense_bytes / len(data),
-                "bits_per_weight": 8 * len(data) / max(nonzero, 1),
-                "pruned_test_accuracy": pruned_acc,
-                "test_accuracy": test_acc,
-                "val_accuracy": accuracy(restored, self.val),
-                "accuracy_drop": 100 * (self.dense_test_accuracy - test_acc),
-            }
-            results.append((row, data))
-        return results
+    def __call__(self, setting: tuple[float, int]) -> tuple[dict[str, Any], bytes]:
+        sparsity, bits = setting
+        model, pruned_acc = self.pruned[sparsity]
+        torch.manual_seed(setting_seed(self.seed, sparsity, bits))
+        shared, layers = share_and_finetune(model, bits, self.retrain)
+        data = codec.encode(shared, layers, self.net)
+        restored = decoded(data)
+        test_acc = accuracy(restored, self.test)
+        nonzero, _ = count_weights(restored)
+        row = {
+            "sparsity": sparsity,
+            "bits": bits,
+            "nonzero_weights": nonzero,
+            "macs": macs(restored),
+            "bytes": len(data),
+            "ratio": self.dense_bytes / len(data),
+            "bits_per_weight": 8 * len(data) / max(nonzero, 1),
+            "pruned_test_accuracy": pruned_acc,
+            "test_accuracy": test_acc,
+            "val_accuracy": accuracy(restored, self.val),
+            "accuracy_drop": 100 * (self.dense_test_accuracy - test_acc),
+        }
+        return row, data
 
 
 def compress_grid(
@@ -137,16 +149,21 @@ def compress_grid(
 ) -> tuple[pd.DataFrame, dict[tuple[float, int], bytes]]:
     """Code every (sparsity, bits) setting; one row each, with the accuracy of the decoded model.
 
-    `prune(sparsity)` returns the pruned, fine-tuned model; it runs once per sparsity, and each
-    sparsity is one job for `workers` processes (0: every core) or Ray. Returns the table, sorted
-    by (sparsity, bits), and each setting's file bytes. `net` is the network's model section, which
-    each file records (params.yaml's; it may be left out for an MLP, whose section is read from it).
+    `prune(sparsity)` returns the pruned, fine-tuned model; it runs once per sparsity. Then every
+    setting shares, fine-tunes and codes that model. Both are jobs for `workers` processes (0: every
+    core) or Ray, the sparsities first, then the settings: a few sparsities split unevenly over the
+    workers, but their settings (a width each) split evenly, and each worker's retrain together.
+    Returns the table, sorted by (sparsity, bits), and each setting's file bytes. `net` is the
+    network's model section, which each file records (params.yaml's; it may be left out for an MLP,
+    whose section is read from it).
     """
-    widths: dict[float, list[int]] = {}
-    for sparsity, bits in sorted(settings):
-        widths.setdefault(sparsity, []).append(bits)
-    job = SparsityJob(prune, retrain, val, test, dense_bytes, dense_test_accuracy, seed, net)
-    done = run_together(job, list(widths.items()), workers=workers, executor=executor, desc="compress")
-    results = [result for per_sparsity in done for result in per_sparsity]
+    ordered = sorted(set(settings))
+    sparsities = sorted({sparsity for sparsity, _ in ordered})
+    run = {"workers": workers, "executor": executor}
+    pruned = run_together(PruneJob(prune, test, seed), sparsities, desc="compress: prune", **run)
+    job = SettingJob(
+        dict(zip(sparsities, pruned, strict=True)), retrain, val, test, dense_bytes, dense_test_accuracy, seed, net
+    )
+    results = run_together(job, ordered, desc="compress: share", **run)
     files = {(row["sparsity"], row["bits"]): data for row, data in results}
     return pd.DataFrame([row for row, _ in results], columns=list(COLUMNS)), files
