@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,9 @@ from nncompress.runner import quick_exit
 
 IDLE = 60.0  # seconds a server waits for a run before it exits (NNCOMPRESS_WARM_IDLE overrides)
 PRELOAD = ("pandas", "nncompress.config", "nncompress.plots", "nncompress.sweep")
-# The export stage's (0.9 s): imported once the first run is forked, while it works, so that the
-# server is not ready later for the first stages.
+# The export stage's (0.9 s): imported once the first run is forked, while it works, one per pass
+# of the loop (clients are served between them), so that the server is not ready later for the
+# first stages. A server where they start a thread leaves `<hash>.nolater`: later ones skip them.
 LATER = ("onnx", "onnxscript", "torch.onnx._internal.exporter._core")
 FAILED_FOR = 600  # seconds after a server failed to start before another is tried
 _PER_COMMAND = {"DVC_STAGE", "PYTEST_CURRENT_TEST", "PWD", "OLDPWD", "_"}  # not part of the key
@@ -275,7 +277,8 @@ class _Server:
     def __init__(self, listener: socket.socket, path: Path, inode: int, idle: float, loaded: dict[str, int]):
         self.listener, self.path, self.inode, self.idle, self.loaded = listener, path, inode, idle, loaded
         self.running: dict[int, socket.socket] = {}  # child pid: its client's connection
-        self.later = list(LATER)
+        self.later = [] if path.with_suffix(".nolater").exists() else list(LATER)
+        self.forked = False
         self.killed: set[int] = set()
         self.wake = os.pipe()
         os.set_blocking(self.wake[1], False)
@@ -289,7 +292,8 @@ class _Server:
         while listening or self.running:
             alive = [conn for pid, conn in self.running.items() if pid not in self.killed]
             watched = [self.wake[0], *alive, *([self.listener] if listening else [])]
-            ready, _, _ = select.select(watched, [], [], 1.0)
+            pending = bool(self.later) and self.forked and listening
+            ready, _, _ = select.select(watched, [], [], 0 if pending else 1.0)
             if self.wake[0] in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake[0], 4096)
@@ -309,24 +313,30 @@ class _Server:
                     listening = self._stop_listening()
                     continue
                 self._fork_run(conn)
-                if self.later and not self._import_later():
-                    listening = self._stop_listening()
+                self.forked = True
                 last = time.monotonic()
+            elif pending and not self._import_next():
+                listening = self._stop_listening()
             if self.running:
                 last = time.monotonic()
             elif listening and (time.monotonic() - last > self.idle or not self._still_ours()):
                 listening = self._stop_listening()
 
-    def _import_later(self) -> bool:
-        """Import LATER (what cannot be imported is left to the runs); whether the server can still
-        fork: no thread started. The new modules' files join those watched for changes."""
-        for module in self.later:
-            with contextlib.suppress(Exception):
-                __import__(module)
-        self.later = []
+    def _import_next(self) -> bool:
+        """Import the next of LATER (what cannot be imported is left to the runs); whether the server
+        can still fork: no thread started. The new modules' files join those watched for changes."""
+        module = self.later.pop(0)
+        # Warning filters as they were: onnxscript's import (sympy's) adds one, which a stage that
+        # does not import it would not have cold.
+        with contextlib.suppress(BaseException), warnings.catch_warnings():  # the runs say what is wrong
+            __import__(module)
         for file, mtime in _loaded_files().items():
             self.loaded.setdefault(file, mtime)
-        return threading.active_count() == 1
+        if threading.active_count() == 1:
+            return True
+        with contextlib.suppress(OSError):
+            self.path.with_suffix(".nolater").write_text(f"{module} started a thread\n")
+        return False
 
     def _stop_listening(self) -> bool:
         if self._still_ours():

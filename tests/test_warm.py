@@ -131,19 +131,58 @@ def test_a_served_run_is_the_cold_run(place: Path) -> None:
 
 def test_the_export_stages_modules_are_imported_once_the_first_run_is_forked(place: Path) -> None:
     """The server is ready before it imports LATER; the runs after the first served one find them
-    imported (and a served run still starts from a server without threads)."""
+    imported, and still start as a cold run does: torch's threads and the warning filters (and the
+    server still serves: no import started a thread). (torch's initial seed is random in every
+    process, served or cold: every stage seeds.)"""
     (place / "script.py").write_text(
         "from nncompress.warm import delegate\n"
         "delegate(__name__)\n"
-        "import sys, threading\n"
+        "import sys, warnings\n"
+        "import torch\n"
         "from nncompress import warm\n"
-        "print(warm._SERVED, all(m in sys.modules for m in warm.LATER), threading.active_count())\n"
+        "print(warm._SERVED, all(m in sys.modules for m in warm.LATER))\n"
+        "print(torch.get_num_threads(), warnings.filters)\n"
     )
     run_script(place)  # starts the server, runs cold
     wait_for_server(place)
-    first, second = run_script(place), run_script(place)
-    assert first.stdout == "True False 1\n", first.stderr
-    assert second.stdout == "True True 1\n", second.stderr
+    first = run_script(place)
+    deadline = time.monotonic() + 60  # the server imports them one by one once it has forked `first`
+    while (later := run_script(place)).stdout.startswith("True False") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cold = run_script(place, NNCOMPRESS_WARM="0")
+    assert first.stdout.splitlines()[0] == "True False", first.stderr
+    assert later.stdout.splitlines()[0] == "True True", later.stderr
+    assert cold.stdout.splitlines()[0] == "False False"
+    assert later.stdout.splitlines()[1] == cold.stdout.splitlines()[1]
+
+
+def test_a_later_import_that_starts_a_thread_is_not_tried_again(place: Path) -> None:
+    """The server stops taking runs (a fork would copy a thread's locks), leaves `.nolater`, and the
+    next server serves without those imports."""
+    shadow = place / "shadow"
+    shadow.mkdir()
+    thread = "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()"
+    (shadow / "onnx.py").write_text(f"import threading, time\n{thread}\n")
+    (place / "script.py").write_text(
+        "from nncompress.warm import delegate\n"
+        "delegate(__name__)\n"
+        "import sys\n"
+        "from nncompress import warm\n"
+        "print(warm._SERVED, 'onnx' in sys.modules)\n"
+    )
+    path = f"{shadow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    run_script(place, PYTHONPATH=path)  # starts a server, runs cold
+    wait_for_server(place)
+    assert run_script(place, PYTHONPATH=path).stdout == "True False\n"  # then it imports the shadow onnx
+    deadline = time.monotonic() + 60
+    while sockets(place):  # it stops listening
+        assert time.monotonic() < deadline, "the server still listens"
+        time.sleep(0.1)
+    assert [f.read_text() for f in (place / "tmp").glob("nncompress-warm-*/*.nolater")] == ["onnx started a thread\n"]
+    assert run_script(place, PYTHONPATH=path).stdout == "False False\n"  # cold; starts a new server
+    wait_for_server(place)
+    runs = [run_script(place, PYTHONPATH=path).stdout for _ in range(3)]
+    assert runs == ["True False\n"] * 3  # served, and onnx never imported
 
 
 def test_signals_reach_the_served_script_and_its_end_is_the_clients(place: Path) -> None:
