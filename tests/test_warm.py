@@ -102,10 +102,11 @@ def sockets(place: Path) -> list[Path]:
     return list((place / "tmp").glob("nncompress-warm-*/*.sock"))
 
 
-def wait_for_server(place: Path) -> None:
+def wait_for_server(place: Path, up: bool = True) -> None:
+    """Until a server listens (or, with up=False, none does any more)."""
     deadline = time.monotonic() + 60
-    while not sockets(place):
-        assert time.monotonic() < deadline, "no server started"
+    while bool(sockets(place)) != up:
+        assert time.monotonic() < deadline, "no server started" if up else "the server still listens"
         time.sleep(0.1)
 
 
@@ -174,10 +175,7 @@ def test_a_later_import_that_starts_a_thread_is_not_tried_again(place: Path) -> 
     run_script(place, PYTHONPATH=path)  # starts a server, runs cold
     wait_for_server(place)
     assert run_script(place, PYTHONPATH=path).stdout == "True False\n"  # then it imports the shadow onnx
-    deadline = time.monotonic() + 60
-    while sockets(place):  # it stops listening
-        assert time.monotonic() < deadline, "the server still listens"
-        time.sleep(0.1)
+    wait_for_server(place, up=False)  # it stops listening
     assert [f.read_text() for f in (place / "tmp").glob("nncompress-warm-*/*.nolater")] == ["onnx started a thread\n"]
     assert run_script(place, PYTHONPATH=path).stdout == "False False\n"  # cold; starts a new server
     wait_for_server(place)
